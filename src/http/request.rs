@@ -1,0 +1,201 @@
+//! Reading FHIR requests: headers, content types and bodies, with every rejection an
+//! OperationOutcome.
+
+use axum::body::Body as HttpBody;
+use axum::http::{HeaderMap, Method, header};
+use http_body_util::{BodyExt, Limited};
+use serde_json::Value;
+
+use crate::error::{FhirError, FhirResult};
+use crate::fhir::{ids, parse};
+use crate::interactions::{Conditions, PreferReturn, Target};
+
+/// Read conditional headers and `Prefer`.
+pub fn conditions(headers: &HeaderMap) -> FhirResult<Conditions> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let mut c = Conditions::default();
+    if let Some(tag) = text("if-match") {
+        c.if_match = Some(ids::parse_etag(tag).ok_or_else(|| {
+            FhirError::bad_value(
+                "value",
+                format!("If-Match `{tag}` is not a version ETag such as W/\"1\""),
+                "If-Match",
+            )
+        })?);
+    }
+    c.if_none_exist = text("if-none-exist").map(str::to_string);
+    c.if_none_match = text("if-none-match").map(str::to_string);
+    for pref in headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+    {
+        for part in pref.split([',', ';']).map(str::trim) {
+            match part {
+                "return=minimal" => c.prefer_return = PreferReturn::Minimal,
+                "return=representation" => c.prefer_return = PreferReturn::Representation,
+                "return=OperationOutcome" => c.prefer_return = PreferReturn::OperationOutcome,
+                "handling=strict" => c.strict = true,
+                "handling=lenient" => c.strict = false,
+                _ => {}
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// Refuse `Accept`/`_format` values that ask for something other than JSON.
+pub fn check_accept(headers: &HeaderMap, query: &[(String, String)]) -> FhirResult<()> {
+    if let Some((_, format)) = query.iter().find(|(n, _)| n == "_format") {
+        let f = format.as_str();
+        if !matches!(
+            f,
+            "json" | "application/json" | "application/fhir+json" | "application/json+fhir"
+        ) {
+            return Err(FhirError::NotAcceptable(format!(
+                "_format `{f}` is not supported; this server speaks JSON"
+            )));
+        }
+        return Ok(());
+    }
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let acceptable = accept.split(',').any(|part| {
+        let media = part.split(';').next().unwrap_or("").trim();
+        media.is_empty() || media == "*/*" || media == "application/*" || media.contains("json")
+    });
+    if acceptable {
+        Ok(())
+    } else {
+        Err(FhirError::NotAcceptable(format!(
+            "Accept `{accept}` is not supported; this server speaks application/fhir+json"
+        )))
+    }
+}
+
+/// What the body is expected to hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No body is read.
+    None,
+    /// One FHIR resource.
+    Resource,
+    /// A JSON Patch document.
+    JsonPatch,
+    /// A form (`POST _search`).
+    Form,
+}
+
+/// Which body a method on a target takes.
+pub fn body_kind(method: &Method, target: &Target) -> BodyKind {
+    match (method, target) {
+        (&Method::POST, Target::TypeSearch(_)) => BodyKind::Form,
+        (&Method::POST | &Method::PUT, _) => BodyKind::Resource,
+        (&Method::PATCH, _) => BodyKind::JsonPatch,
+        _ => BodyKind::None,
+    }
+}
+
+/// Read the whole body, refusing more than `limit` bytes with 413.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: HttpBody,
+    limit: usize,
+) -> FhirResult<bytes::Bytes> {
+    let too_large =
+        || FhirError::PayloadTooLarge(format!("the request body is larger than {limit} bytes"));
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && len > limit
+    {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(e) => Err(FhirError::bad_request(format!(
+            "cannot read the request body: {e}"
+        ))),
+    }
+}
+
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+}
+
+/// A parsed body: a JSON value, or form fields (`POST _search`).
+pub type ParsedBody = (Option<Value>, Vec<(String, String)>);
+
+/// Parse a body of the expected kind, checking its Content-Type (415 when wrong).
+pub fn parse_body(
+    kind: BodyKind,
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> FhirResult<ParsedBody> {
+    let media = media_type(headers);
+    let unsupported = |expected: &str| {
+        FhirError::UnsupportedMediaType(format!(
+            "Content-Type `{}` is not accepted here; send {expected}",
+            media.clone().unwrap_or_else(|| "(none)".into())
+        ))
+    };
+    match kind {
+        BodyKind::None => Ok((None, vec![])),
+        BodyKind::Resource => {
+            if !matches!(
+                media.as_deref(),
+                Some("application/fhir+json" | "application/json" | "application/json+fhir")
+            ) {
+                return Err(unsupported("application/fhir+json"));
+            }
+            if bytes.is_empty() {
+                return Err(FhirError::bad_value(
+                    "required",
+                    "the request has no body",
+                    "$this",
+                ));
+            }
+            Ok((Some(parse::parse_resource(bytes)?), vec![]))
+        }
+        BodyKind::JsonPatch => {
+            if media.as_deref() != Some("application/json-patch+json") {
+                return Err(unsupported("application/json-patch+json"));
+            }
+            let value = serde_json::from_slice(bytes).map_err(|e| {
+                FhirError::bad_value("structure", format!("malformed JSON Patch: {e}"), "$this")
+            })?;
+            Ok((Some(value), vec![]))
+        }
+        BodyKind::Form => {
+            if bytes.is_empty() {
+                return Ok((None, vec![]));
+            }
+            if media.as_deref() != Some("application/x-www-form-urlencoded") {
+                return Err(unsupported("application/x-www-form-urlencoded"));
+            }
+            Ok((None, form_urlencoded::parse(bytes).into_owned().collect()))
+        }
+    }
+}

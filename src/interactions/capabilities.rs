@@ -1,0 +1,62 @@
+//! capabilities: `GET [base]/metadata`, assembled from `conformance/capability-statement.json`
+//! and what the server really implements (every resource type, interaction and search
+//! parameter listed works).
+
+use serde_json::{Value, json};
+
+use crate::error::{FhirError, FhirResult};
+use crate::fhir::structure;
+use crate::search::SearchRegistry;
+
+const BASE: &str = include_str!("../../conformance/capability-statement.json");
+
+/// Interactions supported on every resource type.
+const TYPE_INTERACTIONS: &[&str] = &[
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+];
+
+/// Build the CapabilityStatement.
+pub fn build(base_url: &str, search: &SearchRegistry) -> FhirResult<Value> {
+    let mut cs: Value = serde_json::from_str(BASE).map_err(FhirError::internal)?;
+    cs["date"] = json!(crate::fhir::ids::format_instant(chrono::Utc::now()));
+    cs["software"]["version"] = json!(env!("CARGO_PKG_VERSION"));
+    cs["implementation"] = json!({ "description": "foster-passport", "url": base_url });
+    let resources: Vec<Value> = structure::resource_types()
+        .iter()
+        .map(|t| {
+            let params: Vec<Value> = search
+                .params(t)
+                .iter()
+                .map(|p| json!({ "name": p.code, "definition": p.definition, "type": p.kind, "documentation": p.documentation }))
+                .collect();
+            json!({
+                "type": t,
+                "interaction": TYPE_INTERACTIONS.iter().map(|c| json!({ "code": c })).collect::<Vec<_>>(),
+                "versioning": "versioned-update",
+                "readHistory": true,
+                "updateCreate": true,
+                "conditionalCreate": true,
+                "conditionalRead": "not-match",
+                "conditionalUpdate": true,
+                "conditionalDelete": "single",
+                "searchParam": params,
+            })
+        })
+        .collect();
+    let rest = &mut cs["rest"][0];
+    rest["resource"] = Value::Array(resources);
+    rest["interaction"] = json!([
+        { "code": "transaction" },
+        { "code": "batch" },
+        { "code": "history-system" }
+    ]);
+    Ok(cs)
+}

@@ -1,0 +1,433 @@
+//! FHIR RESTful interactions, one file each, shared by top-level HTTP requests and Bundle
+//! entries: both build a [`FhirRequest`] and get a [`FhirResponse`] or a [`FhirError`].
+
+pub mod batch;
+pub mod capabilities;
+pub mod create;
+pub mod delete;
+pub mod history;
+pub mod patch;
+pub mod read;
+pub mod search;
+pub mod transaction;
+pub mod update;
+
+use std::sync::Arc;
+
+use axum::http::{Method, StatusCode};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use crate::error::{FhirError, FhirResult, Issue, operation_outcome};
+use crate::fhir::{ids, structure};
+use crate::search::SearchRegistry;
+use crate::store::{NewVersion, Reader, StoreTx, Version, WriteMethod};
+
+/// What the interactions need to know about the server.
+pub struct Ctx {
+    /// Absolute FHIR base URL without a trailing slash (`http://host:port/fhir`).
+    pub base_url: String,
+    /// Search parameters the server supports.
+    pub search: Arc<SearchRegistry>,
+    /// The CapabilityStatement, rendered once at start-up.
+    pub capability_statement: Arc<str>,
+}
+
+/// The path part of a FHIR request, relative to the base.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `[base]`
+    System,
+    /// `[base]/metadata`
+    Metadata,
+    /// `[base]/_history`
+    SystemHistory,
+    /// `[base]/[type]`
+    Type(String),
+    /// `[base]/[type]/_search`
+    TypeSearch(String),
+    /// `[base]/[type]/_history`
+    TypeHistory(String),
+    /// `[base]/[type]/[id]`
+    Instance(String, String),
+    /// `[base]/[type]/[id]/_history`
+    InstanceHistory(String, String),
+    /// `[base]/[type]/[id]/_history/[vid]`
+    Version(String, String, String),
+}
+
+impl Target {
+    /// Parse a path relative to the FHIR base (`Patient/1/_history/2`, no leading slash).
+    /// Unknown resource types and malformed ids are errors here, before any storage access.
+    pub fn parse(path: &str) -> FhirResult<Target> {
+        let segments: Vec<&str> = if path.is_empty() {
+            vec![]
+        } else {
+            path.split('/').collect()
+        };
+        let known_type = |t: &str| -> FhirResult<String> {
+            if structure::is_resource_type(t) {
+                Ok(t.to_string())
+            } else {
+                Err(FhirError::NotFound(format!("unknown resource type `{t}`")))
+            }
+        };
+        let valid_id = |id: &str| -> FhirResult<String> {
+            if ids::is_valid_id(id) {
+                Ok(id.to_string())
+            } else {
+                Err(FhirError::bad_value(
+                    "value",
+                    format!("`{id}` is not a valid FHIR id"),
+                    "id",
+                ))
+            }
+        };
+        Ok(match segments.as_slice() {
+            [] => Target::System,
+            ["metadata"] => Target::Metadata,
+            ["_history"] => Target::SystemHistory,
+            [t] => Target::Type(known_type(t)?),
+            [t, "_search"] => Target::TypeSearch(known_type(t)?),
+            [t, "_history"] => Target::TypeHistory(known_type(t)?),
+            [t, id] => Target::Instance(known_type(t)?, valid_id(id)?),
+            [t, id, "_history"] => Target::InstanceHistory(known_type(t)?, valid_id(id)?),
+            [t, id, "_history", vid] => {
+                Target::Version(known_type(t)?, valid_id(id)?, vid.to_string())
+            }
+            _ => return Err(FhirError::NotFound(format!("no FHIR route for `{path}`"))),
+        })
+    }
+
+    /// The path relative to the base, as [`Target::parse`] reads it.
+    pub fn path(&self) -> String {
+        match self {
+            Target::System => String::new(),
+            Target::Metadata => "metadata".into(),
+            Target::SystemHistory => "_history".into(),
+            Target::Type(t) => t.clone(),
+            Target::TypeSearch(t) => format!("{t}/_search"),
+            Target::TypeHistory(t) => format!("{t}/_history"),
+            Target::Instance(t, id) => format!("{t}/{id}"),
+            Target::InstanceHistory(t, id) => format!("{t}/{id}/_history"),
+            Target::Version(t, id, v) => format!("{t}/{id}/_history/{v}"),
+        }
+    }
+}
+
+/// `Prefer: return=…`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PreferReturn {
+    /// No body.
+    Minimal,
+    /// The resource (default).
+    #[default]
+    Representation,
+    /// An OperationOutcome about the interaction.
+    OperationOutcome,
+}
+
+/// Conditional and preference headers, as they apply to one request or Bundle entry.
+#[derive(Debug, Clone, Default)]
+pub struct Conditions {
+    /// `If-Match` version.
+    pub if_match: Option<u64>,
+    /// `If-None-Exist` query (without `?`).
+    pub if_none_exist: Option<String>,
+    /// `If-None-Match` value (`*` or an ETag).
+    pub if_none_match: Option<String>,
+    /// `Prefer: return=`.
+    pub prefer_return: PreferReturn,
+    /// `Prefer: handling=strict`.
+    pub strict: bool,
+}
+
+/// One FHIR request, from HTTP or from a Bundle entry.
+#[derive(Debug, Clone)]
+pub struct FhirRequest {
+    /// HTTP method.
+    pub method: Method,
+    /// Path relative to the base.
+    pub target: Target,
+    /// Decoded query parameters, in order.
+    pub query: Vec<(String, String)>,
+    /// Conditional headers and preferences.
+    pub conditions: Conditions,
+    /// The parsed body, for writes.
+    pub body: Option<Value>,
+}
+
+/// A response body.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// Stored JSON text, sent as is.
+    Stored(Arc<str>),
+    /// A built value (Bundles, OperationOutcomes).
+    Json(Value),
+}
+
+impl Body {
+    /// The body as a JSON value (Bundle entries need one).
+    pub fn to_value(&self) -> FhirResult<Value> {
+        match self {
+            Body::Stored(text) => serde_json::from_str(text).map_err(FhirError::internal),
+            Body::Json(v) => Ok(v.clone()),
+        }
+    }
+}
+
+/// The outcome of one interaction.
+#[derive(Debug, Clone)]
+pub struct FhirResponse {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Body, if any.
+    pub body: Option<Body>,
+    /// Version and write time, for `ETag`/`Last-Modified`.
+    pub version: Option<(u64, DateTime<Utc>)>,
+    /// Location relative to the base (`Patient/1/_history/2`).
+    pub location: Option<String>,
+}
+
+impl FhirResponse {
+    /// A 200 with a built body.
+    pub fn json(body: Value) -> Self {
+        FhirResponse {
+            status: StatusCode::OK,
+            body: Some(Body::Json(body)),
+            version: None,
+            location: None,
+        }
+    }
+
+    /// A response carrying one stored version.
+    pub fn version(status: StatusCode, v: &Version) -> Self {
+        FhirResponse {
+            status,
+            body: v.body.clone().map(Body::Stored),
+            version: Some((v.version, v.last_updated)),
+            location: Some(format!("{}/{}/_history/{}", v.rtype, v.id, v.version)),
+        }
+    }
+
+    /// Apply `Prefer: return=` to the response of a write.
+    pub fn with_preference(mut self, prefer: PreferReturn, message: &str) -> Self {
+        match prefer {
+            PreferReturn::Representation => {}
+            PreferReturn::Minimal => self.body = None,
+            PreferReturn::OperationOutcome => {
+                let issue = Issue {
+                    severity: "information",
+                    code: "informational",
+                    diagnostics: message.to_string(),
+                    expression: None,
+                };
+                self.body = Some(Body::Json(operation_outcome(&[issue])));
+            }
+        }
+        self
+    }
+}
+
+/// Run a read-only interaction.
+pub fn execute_read(
+    ctx: &Ctx,
+    reader: &mut dyn Reader,
+    req: &FhirRequest,
+) -> FhirResult<FhirResponse> {
+    match (&req.method, &req.target) {
+        (&Method::GET | &Method::HEAD, Target::Metadata) => Ok(FhirResponse {
+            status: StatusCode::OK,
+            body: Some(Body::Stored(ctx.capability_statement.clone())),
+            version: None,
+            location: None,
+        }),
+        (&Method::GET | &Method::HEAD, Target::Instance(t, id)) => {
+            read::read(reader, t, id, &req.conditions)
+        }
+        (&Method::GET | &Method::HEAD, Target::Version(t, id, vid)) => {
+            read::vread(reader, t, id, vid)
+        }
+        (&Method::GET | &Method::HEAD, Target::Type(t))
+        | (&Method::POST, Target::TypeSearch(t)) => {
+            search::search(ctx, reader, t, &req.query, req.conditions.strict)
+        }
+        (
+            &Method::GET | &Method::HEAD,
+            Target::SystemHistory | Target::TypeHistory(_) | Target::InstanceHistory(..),
+        ) => history::history(ctx, reader, &req.target, &req.query),
+        _ => Err(not_allowed(req)),
+    }
+}
+
+/// Run a write interaction inside an open transaction.
+pub fn execute_write(
+    ctx: &Ctx,
+    tx: &mut dyn StoreTx,
+    req: FhirRequest,
+) -> FhirResult<FhirResponse> {
+    match (&req.method, &req.target) {
+        (&Method::POST, Target::Type(_)) => create::create(ctx, tx, req),
+        (&Method::PUT, Target::Instance(..) | Target::Type(_)) => update::update(ctx, tx, req),
+        (&Method::PATCH, Target::Instance(..) | Target::Type(_)) => patch::patch(ctx, tx, req),
+        (&Method::DELETE, Target::Instance(..) | Target::Type(_)) => delete::delete(ctx, tx, req),
+        _ => Err(not_allowed(&req)),
+    }
+}
+
+/// True when the interaction only reads.
+pub fn is_read(req: &FhirRequest) -> bool {
+    matches!(req.method, Method::GET | Method::HEAD)
+        || matches!(
+            (&req.method, &req.target),
+            (&Method::POST, Target::TypeSearch(_))
+        )
+}
+
+fn not_allowed(req: &FhirRequest) -> FhirError {
+    FhirError::MethodNotAllowed(format!("{} is not supported on this path", req.method))
+}
+
+/// Set server-owned `id` and `meta.versionId`/`meta.lastUpdated` on a resource, keeping the rest
+/// of `meta` and the client's element order (new `id`/`meta` go right after `resourceType`).
+pub fn stamp(resource: &mut Value, id: &str, version: u64, at: DateTime<Utc>) {
+    let Some(obj) = resource.as_object_mut() else {
+        return;
+    };
+    if !obj.contains_key("id") || !matches!(obj.get("meta"), Some(Value::Object(_))) {
+        let old = std::mem::take(obj);
+        let mut rebuilt = Map::with_capacity(old.len() + 2);
+        let mut rest = Map::new();
+        let mut meta = Map::new();
+        for (key, value) in old {
+            match (key.as_str(), value) {
+                ("resourceType", v) => {
+                    rebuilt.insert(key, v);
+                }
+                ("meta", Value::Object(m)) => meta = m,
+                ("meta" | "id", _) => {}
+                (_, v) => {
+                    rest.insert(key, v);
+                }
+            }
+        }
+        rebuilt.insert("id".into(), Value::Null);
+        rebuilt.insert("meta".into(), Value::Object(meta));
+        rebuilt.extend(rest);
+        *obj = rebuilt;
+    }
+    obj.insert("id".into(), Value::String(id.to_string()));
+    let meta = obj
+        .get_mut("meta")
+        .and_then(Value::as_object_mut)
+        .expect("meta is an object");
+    meta.shift_insert(0, "versionId".into(), Value::String(version.to_string()));
+    meta.shift_insert(
+        1,
+        "lastUpdated".into(),
+        Value::String(ids::format_instant(at)),
+    );
+}
+
+/// Write a new version of `rtype/id` holding `body` (stamped here), after `previous`.
+pub fn write_version(
+    ctx: &Ctx,
+    tx: &mut dyn StoreTx,
+    rtype: &str,
+    id: &str,
+    previous: Option<&Version>,
+    method: WriteMethod,
+    mut body: Value,
+) -> FhirResult<Version> {
+    let version = previous.map_or(1, |p| p.version + 1);
+    let now = next_instant(previous);
+    stamp(&mut body, id, version, now);
+    let tokens = ctx.search.index_tokens(rtype, &body);
+    let text = serde_json::to_string(&body).map_err(FhirError::internal)?;
+    tx.put(NewVersion {
+        rtype: rtype.to_string(),
+        id: id.to_string(),
+        version,
+        last_updated: now,
+        method,
+        body: Some(text),
+        tokens,
+    })
+}
+
+/// Write a deletion of `rtype/id` after `previous`.
+pub fn write_deletion(tx: &mut dyn StoreTx, previous: &Version) -> FhirResult<Version> {
+    tx.put(NewVersion {
+        rtype: previous.rtype.clone(),
+        id: previous.id.clone(),
+        version: previous.version + 1,
+        last_updated: next_instant(Some(previous)),
+        method: WriteMethod::Delete,
+        body: None,
+        tokens: vec![],
+    })
+}
+
+/// Now, but never earlier than the previous version's time (clocks step back).
+fn next_instant(previous: Option<&Version>) -> DateTime<Utc> {
+    let now = Utc::now();
+    match previous {
+        Some(p) if p.last_updated >= now => p.last_updated + chrono::Duration::milliseconds(1),
+        _ => now,
+    }
+}
+
+/// Check that the body is a resource of the type the URL names, with a matching id if required.
+pub fn check_body<'a>(
+    body: Option<&'a Value>,
+    rtype: &str,
+    url_id: Option<&str>,
+) -> FhirResult<&'a Value> {
+    let body =
+        body.ok_or_else(|| FhirError::bad_request("this interaction needs a resource body"))?;
+    let body_type = crate::fhir::parse::resource_type(body);
+    if body_type != rtype {
+        return Err(FhirError::bad_value(
+            "invalid",
+            format!("the body is a {body_type} but the URL names {rtype}"),
+            "resourceType",
+        ));
+    }
+    if let Some(url_id) = url_id {
+        match body.get("id").and_then(Value::as_str) {
+            Some(body_id) if body_id == url_id => {}
+            Some(body_id) => {
+                return Err(FhirError::bad_value(
+                    "invalid",
+                    format!("the body's id `{body_id}` does not match the URL's id `{url_id}`"),
+                    "id",
+                ));
+            }
+            None => {
+                return Err(FhirError::bad_value(
+                    "required",
+                    "an update body must carry the resource id",
+                    "id",
+                ));
+            }
+        }
+    }
+    Ok(body)
+}
+
+/// Check `If-Match` against the current version (412 when stale).
+pub fn check_if_match(conditions: &Conditions, current: Option<&Version>) -> FhirResult<()> {
+    let Some(expected) = conditions.if_match else {
+        return Ok(());
+    };
+    match current {
+        Some(c) if !c.is_deleted() && c.version == expected => Ok(()),
+        Some(c) => Err(FhirError::PreconditionFailed(format!(
+            "If-Match expected version {expected} but the current version is {}",
+            c.version
+        ))),
+        None => Err(FhirError::PreconditionFailed(format!(
+            "If-Match expected version {expected} but the resource does not exist"
+        ))),
+    }
+}

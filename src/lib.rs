@@ -1,0 +1,14 @@
+//! foster-passport: a FHIR R4 gateway keeping one portable, consent-scoped health record per
+//! child or youth in the child welfare system.
+
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod fhir;
+pub mod http;
+pub mod interactions;
+pub mod routes;
+pub mod search;
+pub mod serve;
+pub mod state;
+pub mod store;

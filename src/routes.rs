@@ -1,0 +1,156 @@
+//! Every route in one table.
+//!
+//! FHIR paths all go to one handler that parses them with [`Target::parse`] — the same parser
+//! that reads Bundle entry URLs, so a batch entry reaches exactly what the HTTP request would.
+//! Layers, outermost first: request log and metrics → handler.
+
+use axum::Router;
+use axum::body::Body as HttpBody;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+
+use crate::error::{FhirError, FhirResult};
+use crate::http::request::{self, BodyKind};
+use crate::http::{middleware, response};
+use crate::interactions::{self, FhirRequest, Target, batch, transaction};
+use crate::state::AppState;
+
+/// Build the application router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/fhir", any(fhir))
+        .route("/fhir/", any(fhir))
+        .route("/fhir/{*path}", any(fhir))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn(middleware::log_and_measure))
+        .with_state(state)
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.with_store(|store, _| store.ping()).await {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "health check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+async fn not_found(uri: Uri) -> Response {
+    FhirError::NotFound(format!("no route for {}", uri.path())).into_response()
+}
+
+async fn fhir(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: HttpBody,
+) -> Response {
+    match handle(&state, method, &uri, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(
+    state: &AppState,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: HttpBody,
+) -> FhirResult<Response> {
+    let path = uri.path().strip_prefix("/fhir").unwrap_or("");
+    let path = path.strip_prefix('/').unwrap_or(path);
+    let path = path.strip_suffix('/').unwrap_or(path);
+    let target = Target::parse(path)?;
+    let mut query: Vec<(String, String)> =
+        form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    request::check_accept(headers, &query)?;
+    let conditions = request::conditions(headers)?;
+    let kind = request::body_kind(&method, &target);
+    let (body, form) = if kind == BodyKind::None {
+        (None, vec![])
+    } else {
+        let bytes = request::read_body(headers, body, state.max_body_bytes).await?;
+        request::parse_body(kind, headers, &bytes)?
+    };
+    query.extend(form);
+    let req = FhirRequest {
+        method,
+        target,
+        query,
+        conditions,
+        body,
+    };
+    let base_url = state.ctx.base_url.clone();
+    let response = state
+        .with_store(move |store, ctx| {
+            if req.method == Method::POST && req.target == Target::System {
+                return bundle_interaction(ctx, store, &req);
+            }
+            if interactions::is_read(&req) {
+                let mut reader = store.reader()?;
+                return interactions::execute_read(ctx, reader.as_mut(), &req);
+            }
+            let mut tx = store.begin()?;
+            let response = interactions::execute_write(ctx, tx.as_mut(), req)?;
+            tx.commit()?;
+            Ok(response)
+        })
+        .await?;
+    Ok(response::to_http(&base_url, response))
+}
+
+fn bundle_interaction(
+    ctx: &interactions::Ctx,
+    store: &dyn crate::store::Store,
+    req: &FhirRequest,
+) -> FhirResult<interactions::FhirResponse> {
+    let bundle = req
+        .body
+        .as_ref()
+        .ok_or_else(|| FhirError::bad_request("POST to the base needs a Bundle"))?;
+    if crate::fhir::parse::resource_type(bundle) != "Bundle" {
+        return Err(FhirError::bad_value(
+            "invalid",
+            "POST to the base needs a Bundle",
+            "resourceType",
+        ));
+    }
+    match bundle.get("type").and_then(|t| t.as_str()) {
+        Some("batch") => batch::batch(ctx, store, bundle, &req.conditions),
+        Some("transaction") => transaction::transaction(ctx, store, bundle, &req.conditions),
+        other => Err(FhirError::bad_value(
+            "value",
+            format!(
+                "Bundle.type must be batch or transaction, not {}",
+                other.unwrap_or("(missing)")
+            ),
+            "Bundle.type",
+        )),
+    }
+}

@@ -1,0 +1,214 @@
+//! Storage: versioned resources, history and index rows, behind a small trait so the REST
+//! layer never sees which database holds them.
+//!
+//! Calls are synchronous; async callers run them on the blocking pool
+//! ([`crate::state::AppState::with_store`]). Every FHIR write happens inside one [`StoreTx`]:
+//! the resource version, its history row and its index rows commit together or not at all.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::error::{FhirError, FhirResult};
+
+/// One stored version of a resource.
+#[derive(Debug, Clone)]
+pub struct Version {
+    /// Resource type.
+    pub rtype: String,
+    /// Logical id.
+    pub id: String,
+    /// Version number, from 1.
+    pub version: u64,
+    /// When this version was written.
+    pub last_updated: DateTime<Utc>,
+    /// How it was written.
+    pub method: WriteMethod,
+    /// The full resource JSON (with `id` and `meta`); `None` for a deletion.
+    pub body: Option<Arc<str>>,
+}
+
+impl Version {
+    /// True when this version records a deletion.
+    pub fn is_deleted(&self) -> bool {
+        self.body.is_none()
+    }
+}
+
+/// How a version came to be (history entries report it as `request.method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMethod {
+    /// Created by POST.
+    Create,
+    /// Created or replaced by PUT (or PATCH).
+    Update,
+    /// Deleted.
+    Delete,
+}
+
+impl WriteMethod {
+    /// The HTTP verb history reports.
+    pub fn as_http(self) -> &'static str {
+        match self {
+            WriteMethod::Create => "POST",
+            WriteMethod::Update => "PUT",
+            WriteMethod::Delete => "DELETE",
+        }
+    }
+
+    fn from_http(s: &str) -> Self {
+        match s {
+            "POST" => WriteMethod::Create,
+            "DELETE" => WriteMethod::Delete,
+            _ => WriteMethod::Update,
+        }
+    }
+}
+
+/// A token index row extracted from a resource (system may be absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    /// Search parameter code.
+    pub param: &'static str,
+    /// Coding/identifier system.
+    pub system: Option<String>,
+    /// Code/identifier value.
+    pub code: String,
+}
+
+/// A version to write.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    /// Resource type.
+    pub rtype: String,
+    /// Logical id.
+    pub id: String,
+    /// Version number (current + 1, or 1).
+    pub version: u64,
+    /// Write time.
+    pub last_updated: DateTime<Utc>,
+    /// How it is written.
+    pub method: WriteMethod,
+    /// Full JSON, `None` to delete.
+    pub body: Option<String>,
+    /// Index rows for the new content (empty for a deletion).
+    pub tokens: Vec<TokenRow>,
+}
+
+/// Which history to list.
+#[derive(Debug, Clone)]
+pub enum HistoryScope {
+    /// Every resource.
+    System,
+    /// Every resource of one type.
+    Type(String),
+    /// One resource.
+    Instance(String, String),
+}
+
+/// A page request over history, newest first.
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    /// Which history.
+    pub scope: HistoryScope,
+    /// Only versions written at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// Only versions strictly older (by write sequence) than this cursor.
+    pub before_seq: Option<i64>,
+    /// Page size.
+    pub count: usize,
+}
+
+/// One page of history.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// Versions with their global write sequence, newest first.
+    pub entries: Vec<(i64, Version)>,
+    /// How many versions match the query ignoring paging.
+    pub total: u64,
+}
+
+/// One token value to match (`system|code`, `|code`, `system|` or `code`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenMatch {
+    /// `None` = any system; `Some("")` = no system.
+    pub system: Option<String>,
+    /// `None` = any code.
+    pub code: Option<String>,
+}
+
+/// A search criterion; criteria are ANDed, the values inside one are ORed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Criterion {
+    /// `_id`.
+    Id(Vec<String>),
+    /// A token parameter.
+    Token {
+        /// Parameter code.
+        param: &'static str,
+        /// Values, ORed.
+        values: Vec<TokenMatch>,
+    },
+}
+
+/// A page of search matches.
+#[derive(Debug, Clone)]
+pub struct SearchPage {
+    /// Matching current versions, ordered by id.
+    pub matches: Vec<Version>,
+    /// Total number of matches.
+    pub total: u64,
+}
+
+/// Read access, shared by pooled readers and open write transactions.
+pub trait Reader {
+    /// The current version of a resource (a deletion if it was deleted), if it ever existed.
+    fn current(&mut self, rtype: &str, id: &str) -> FhirResult<Option<Version>>;
+    /// A specific version.
+    fn version(&mut self, rtype: &str, id: &str, version: u64) -> FhirResult<Option<Version>>;
+    /// A page of history.
+    fn history(&mut self, query: &HistoryQuery) -> FhirResult<HistoryPage>;
+    /// Current, non-deleted resources of a type matching every criterion, ordered by id.
+    fn search(
+        &mut self,
+        rtype: &str,
+        criteria: &[Criterion],
+        offset: usize,
+        count: usize,
+    ) -> FhirResult<SearchPage>;
+}
+
+/// An open write transaction. Dropping it without [`StoreTx::commit`] rolls back.
+pub trait StoreTx: Reader {
+    /// Write a new version (and replace the resource's index rows).
+    fn put(&mut self, version: NewVersion) -> FhirResult<Version>;
+    /// Commit everything written.
+    fn commit(self: Box<Self>) -> FhirResult<()>;
+}
+
+/// A database.
+pub trait Store: Send + Sync {
+    /// A reader (pooled connection).
+    fn reader(&self) -> FhirResult<Box<dyn Reader + '_>>;
+    /// Start a write transaction (serialised with other writers).
+    fn begin(&self) -> FhirResult<Box<dyn StoreTx + '_>>;
+    /// Check the database answers.
+    fn ping(&self) -> FhirResult<()>;
+}
+
+/// Open the store a `--database` URL names.
+pub fn open(url: &str) -> FhirResult<Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Arc::new(sqlite::SqliteStore::open(path)?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(FhirError::Unavailable(
+            "the PostgreSQL backend is not built yet; use sqlite://PATH".into(),
+        ));
+    }
+    Err(FhirError::bad_request(format!(
+        "unsupported database URL `{url}`: expected sqlite://PATH"
+    )))
+}

@@ -1,0 +1,482 @@
+//! The embedded default store: SQLite in WAL mode with `synchronous=FULL`, so readers never
+//! wait for the writer and an acknowledged write survives a crash.
+//!
+//! One writer connection (FHIR writes are serialised by `BEGIN IMMEDIATE`) and a pool of reader
+//! connections. A resource row points at its current history row, so every version is written
+//! once.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use parking_lot::{Mutex, MutexGuard};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
+
+use super::{
+    Criterion, HistoryPage, HistoryQuery, HistoryScope, NewVersion, Reader, SearchPage, Store,
+    StoreTx, TokenMatch, Version, WriteMethod,
+};
+use crate::error::{FhirError, FhirResult};
+
+/// Migrations, applied in order; the `schema_version` table records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE resource_history (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    rtype        TEXT    NOT NULL,
+    id           TEXT    NOT NULL,
+    version      INTEGER NOT NULL,
+    last_updated INTEGER NOT NULL, -- milliseconds since the epoch
+    method       TEXT    NOT NULL,
+    body         TEXT,             -- NULL for a deletion
+    UNIQUE (rtype, id, version)
+);
+CREATE INDEX resource_history_by_type ON resource_history (rtype, seq);
+CREATE INDEX resource_history_by_time ON resource_history (last_updated);
+CREATE TABLE resources (
+    rtype   TEXT    NOT NULL,
+    id      TEXT    NOT NULL,
+    seq     INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    PRIMARY KEY (rtype, id)
+) WITHOUT ROWID;
+CREATE TABLE token_index (
+    rtype  TEXT NOT NULL,
+    id     TEXT NOT NULL,
+    param  TEXT NOT NULL,
+    system TEXT,
+    code   TEXT NOT NULL
+);
+CREATE INDEX token_index_lookup ON token_index (rtype, param, code, system);
+CREATE INDEX token_index_owner ON token_index (rtype, id);
+"#];
+
+const READER_POOL_MAX: usize = 16;
+
+/// SQLite-backed [`Store`].
+pub struct SqliteStore {
+    path: String,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl SqliteStore {
+    /// Open (creating if missing) the database at `path` and run pending migrations.
+    pub fn open(path: &str) -> FhirResult<Self> {
+        if let Some(parent) = Path::new(path).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| FhirError::Unavailable(format!("cannot create {parent:?}: {e}")))?;
+        }
+        let writer = open_connection(path, false)?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        migrate(&writer)?;
+        Ok(SqliteStore {
+            path: path.to_string(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(vec![]),
+        })
+    }
+
+    fn take_reader(&self) -> FhirResult<PooledReader<'_>> {
+        let conn = match self.readers.lock().pop() {
+            Some(c) => c,
+            None => open_connection(&self.path, true)?,
+        };
+        Ok(PooledReader {
+            store: self,
+            conn: Some(conn),
+        })
+    }
+}
+
+fn open_connection(path: &str, read_only: bool) -> FhirResult<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)
+        .map_err(|e| FhirError::Unavailable(format!("cannot open {path}: {e}")))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> FhirResult<()> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let done: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+        [],
+        |r| r.get(0),
+    )?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {sql}; INSERT INTO schema_version (version) VALUES ({}); COMMIT;",
+            i + 1
+        ))?;
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn reader(&self) -> FhirResult<Box<dyn Reader + '_>> {
+        Ok(Box::new(self.take_reader()?))
+    }
+
+    fn begin(&self) -> FhirResult<Box<dyn StoreTx + '_>> {
+        let conn = self.writer.lock();
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(Box::new(SqliteTx { conn, open: true }))
+    }
+
+    fn ping(&self) -> FhirResult<()> {
+        if !Path::new(&self.path).exists() {
+            return Err(FhirError::Unavailable(format!(
+                "database file {} is missing",
+                self.path
+            )));
+        }
+        let reader = self.take_reader()?;
+        let conn = reader.conn.as_ref().expect("reader holds a connection");
+        conn.query_row("SELECT COUNT(*) FROM schema_version", [], |r| {
+            r.get::<_, i64>(0)
+        })?;
+        Ok(())
+    }
+}
+
+struct PooledReader<'a> {
+    store: &'a SqliteStore,
+    conn: Option<Connection>,
+}
+
+impl Drop for PooledReader<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let mut pool = self.store.readers.lock();
+            if pool.len() < READER_POOL_MAX {
+                pool.push(conn);
+            }
+        }
+    }
+}
+
+impl Reader for PooledReader<'_> {
+    fn current(&mut self, rtype: &str, id: &str) -> FhirResult<Option<Version>> {
+        current(
+            self.conn.as_ref().expect("reader holds a connection"),
+            rtype,
+            id,
+        )
+    }
+    fn version(&mut self, rtype: &str, id: &str, version: u64) -> FhirResult<Option<Version>> {
+        version_of(
+            self.conn.as_ref().expect("reader holds a connection"),
+            rtype,
+            id,
+            version,
+        )
+    }
+    fn history(&mut self, query: &HistoryQuery) -> FhirResult<HistoryPage> {
+        history(
+            self.conn.as_ref().expect("reader holds a connection"),
+            query,
+        )
+    }
+    fn search(
+        &mut self,
+        rtype: &str,
+        criteria: &[Criterion],
+        offset: usize,
+        count: usize,
+    ) -> FhirResult<SearchPage> {
+        search(
+            self.conn.as_ref().expect("reader holds a connection"),
+            rtype,
+            criteria,
+            offset,
+            count,
+        )
+    }
+}
+
+struct SqliteTx<'a> {
+    conn: MutexGuard<'a, Connection>,
+    open: bool,
+}
+
+impl Drop for SqliteTx<'_> {
+    fn drop(&mut self) {
+        if self.open
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            tracing::error!(error = %e, "rollback failed");
+        }
+    }
+}
+
+impl Reader for SqliteTx<'_> {
+    fn current(&mut self, rtype: &str, id: &str) -> FhirResult<Option<Version>> {
+        current(&self.conn, rtype, id)
+    }
+    fn version(&mut self, rtype: &str, id: &str, version: u64) -> FhirResult<Option<Version>> {
+        version_of(&self.conn, rtype, id, version)
+    }
+    fn history(&mut self, query: &HistoryQuery) -> FhirResult<HistoryPage> {
+        history(&self.conn, query)
+    }
+    fn search(
+        &mut self,
+        rtype: &str,
+        criteria: &[Criterion],
+        offset: usize,
+        count: usize,
+    ) -> FhirResult<SearchPage> {
+        search(&self.conn, rtype, criteria, offset, count)
+    }
+}
+
+impl StoreTx for SqliteTx<'_> {
+    fn put(&mut self, v: NewVersion) -> FhirResult<Version> {
+        let conn = &self.conn;
+        let millis = v.last_updated.timestamp_millis();
+        let method = v.method.as_http();
+        let seq: i64 = conn
+            .prepare_cached(
+                "INSERT INTO resource_history (rtype, id, version, last_updated, method, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING seq",
+            )?
+            .query_row(
+                params![v.rtype, v.id, v.version as i64, millis, method, v.body],
+                |r| r.get(0),
+            )
+            .map_err(|e| match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    FhirError::PreconditionFailed(format!(
+                        "{}/{} version {} was written concurrently",
+                        v.rtype, v.id, v.version
+                    ))
+                }
+                other => other.into(),
+            })?;
+        conn.prepare_cached(
+            "INSERT INTO resources (rtype, id, seq, version, deleted) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (rtype, id) DO UPDATE SET seq = excluded.seq, version = excluded.version,
+             deleted = excluded.deleted",
+        )?
+        .execute(params![
+            v.rtype,
+            v.id,
+            seq,
+            v.version as i64,
+            v.body.is_none()
+        ])?;
+        conn.prepare_cached("DELETE FROM token_index WHERE rtype = ?1 AND id = ?2")?
+            .execute(params![v.rtype, v.id])?;
+        if !v.tokens.is_empty() {
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO token_index (rtype, id, param, system, code) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for t in &v.tokens {
+                insert.execute(params![v.rtype, v.id, t.param, t.system, t.code])?;
+            }
+        }
+        Ok(Version {
+            rtype: v.rtype,
+            id: v.id,
+            version: v.version,
+            last_updated: v.last_updated,
+            method: v.method,
+            body: v.body.map(Arc::from),
+        })
+    }
+
+    fn commit(mut self: Box<Self>) -> FhirResult<()> {
+        self.conn.execute_batch("COMMIT")?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+fn millis_to_utc(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn row_to_version(row: &rusqlite::Row<'_>, rtype: &str, id: &str) -> rusqlite::Result<Version> {
+    let body: Option<String> = row.get(3)?;
+    let method: String = row.get(2)?;
+    Ok(Version {
+        rtype: rtype.to_string(),
+        id: id.to_string(),
+        version: row.get::<_, i64>(0)? as u64,
+        last_updated: millis_to_utc(row.get(1)?),
+        method: WriteMethod::from_http(&method),
+        body: body.map(Arc::from),
+    })
+}
+
+fn current(conn: &Connection, rtype: &str, id: &str) -> FhirResult<Option<Version>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT h.version, h.last_updated, h.method, h.body FROM resources r
+             JOIN resource_history h ON h.seq = r.seq WHERE r.rtype = ?1 AND r.id = ?2",
+        )?
+        .query_row(params![rtype, id], |row| row_to_version(row, rtype, id))
+        .optional()?)
+}
+
+fn version_of(
+    conn: &Connection,
+    rtype: &str,
+    id: &str,
+    version: u64,
+) -> FhirResult<Option<Version>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT version, last_updated, method, body FROM resource_history
+             WHERE rtype = ?1 AND id = ?2 AND version = ?3",
+        )?
+        .query_row(params![rtype, id, version as i64], |row| {
+            row_to_version(row, rtype, id)
+        })
+        .optional()?)
+}
+
+fn history(conn: &Connection, q: &HistoryQuery) -> FhirResult<HistoryPage> {
+    let mut filters = Vec::new();
+    let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    match &q.scope {
+        HistoryScope::System => {}
+        HistoryScope::Type(t) => {
+            filters.push("rtype = ?");
+            args.push(t.clone().into());
+        }
+        HistoryScope::Instance(t, id) => {
+            filters.push("rtype = ? AND id = ?");
+            args.push(t.clone().into());
+            args.push(id.clone().into());
+        }
+    }
+    if let Some(since) = q.since {
+        filters.push("last_updated >= ?");
+        args.push(since.timestamp_millis().into());
+    }
+    let base_where = if filters.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", filters.join(" AND "))
+    };
+    let total: i64 = conn
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM resource_history {base_where}"
+        ))?
+        .query_row(params_from_iter(args.iter()), |r| r.get(0))?;
+    if let Some(before) = q.before_seq {
+        filters.push("seq < ?");
+        args.push(before.into());
+    }
+    let page_where = if filters.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", filters.join(" AND "))
+    };
+    args.push((q.count as i64).into());
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT seq, rtype, id, version, last_updated, method, body FROM resource_history
+         {page_where} ORDER BY seq DESC LIMIT ?"
+    ))?;
+    let entries = stmt
+        .query_map(params_from_iter(args.iter()), |row| {
+            let body: Option<String> = row.get(6)?;
+            let method: String = row.get(5)?;
+            Ok((
+                row.get::<_, i64>(0)?,
+                Version {
+                    rtype: row.get(1)?,
+                    id: row.get(2)?,
+                    version: row.get::<_, i64>(3)? as u64,
+                    last_updated: millis_to_utc(row.get(4)?),
+                    method: WriteMethod::from_http(&method),
+                    body: body.map(Arc::from),
+                },
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(HistoryPage {
+        entries,
+        total: total as u64,
+    })
+}
+
+fn search(
+    conn: &Connection,
+    rtype: &str,
+    criteria: &[Criterion],
+    offset: usize,
+    count: usize,
+) -> FhirResult<SearchPage> {
+    let mut sql = String::from("FROM resources r WHERE r.rtype = ? AND r.deleted = 0");
+    let mut args: Vec<rusqlite::types::Value> = vec![rtype.to_string().into()];
+    for c in criteria {
+        match c {
+            Criterion::Id(ids) => {
+                sql.push_str(" AND r.id IN (");
+                sql.push_str(&vec!["?"; ids.len()].join(", "));
+                sql.push(')');
+                args.extend(ids.iter().map(|i| i.clone().into()));
+            }
+            Criterion::Token { param, values } => {
+                let mut alternatives = Vec::new();
+                for TokenMatch { system, code } in values {
+                    let mut parts = vec!["t.param = ?"];
+                    args.push(param.to_string().into());
+                    if let Some(code) = code {
+                        parts.push("t.code = ?");
+                        args.push(code.clone().into());
+                    }
+                    match system.as_deref() {
+                        None => {}
+                        Some("") => parts.push("t.system IS NULL"),
+                        Some(s) => {
+                            parts.push("t.system = ?");
+                            args.push(s.to_string().into());
+                        }
+                    }
+                    alternatives.push(format!("({})", parts.join(" AND ")));
+                }
+                sql.push_str(&format!(
+                    " AND EXISTS (SELECT 1 FROM token_index t WHERE t.rtype = r.rtype AND t.id = r.id AND ({}))",
+                    alternatives.join(" OR ")
+                ));
+            }
+        }
+    }
+    let total: i64 = conn
+        .prepare_cached(&format!("SELECT COUNT(*) {sql}"))?
+        .query_row(params_from_iter(args.iter()), |r| r.get(0))?;
+    let mut page_args = args.clone();
+    page_args.push((count as i64).into());
+    page_args.push((offset as i64).into());
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT h.version, h.last_updated, h.method, h.body, r.id {sql_join} ORDER BY r.id LIMIT ? OFFSET ?",
+        sql_join = sql.replacen("FROM resources r", "FROM resources r JOIN resource_history h ON h.seq = r.seq", 1)
+    ))?;
+    let matches = stmt
+        .query_map(params_from_iter(page_args.iter()), |row| {
+            let id: String = row.get(4)?;
+            row_to_version(row, rtype, &id)
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(SearchPage {
+        matches,
+        total: total as u64,
+    })
+}
