@@ -5,3 +5,4 @@ pub mod ids;
 pub mod parse;
 pub mod references;
 pub mod structure;
+pub mod summary;

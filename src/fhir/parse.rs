@@ -19,6 +19,29 @@ pub fn parse_resource(bytes: &[u8]) -> FhirResult<Value> {
     Ok(value)
 }
 
+/// Parse a batch or transaction Bundle: the Bundle itself is checked here, each entry's resource
+/// when its entry runs, so one bad entry of a batch fails alone.
+pub fn parse_bundle(bytes: &[u8]) -> FhirResult<Value> {
+    let value: Value = serde_json::from_slice(bytes).map_err(malformed)?;
+    if resource_type(&value) != "Bundle" {
+        return Err(FhirError::bad_value(
+            "invalid",
+            "POST to the base needs a Bundle",
+            "resourceType",
+        ));
+    }
+    let mut shell = value.clone();
+    if let Some(entries) = shell.get_mut("entry").and_then(Value::as_array_mut) {
+        for entry in entries {
+            if let Some(e) = entry.as_object_mut() {
+                e.remove("resource");
+            }
+        }
+    }
+    check_resource_value(&shell)?;
+    Ok(value)
+}
+
 /// Check a resource value that did not come straight from request bytes (a patch result).
 pub fn check_resource_value(value: &Value) -> FhirResult<()> {
     check_structure(value)?;

@@ -90,12 +90,15 @@ pub enum BodyKind {
     JsonPatch,
     /// A form (`POST _search`).
     Form,
+    /// A batch or transaction Bundle (`POST [base]`).
+    Bundle,
 }
 
 /// Which body a method on a target takes.
 pub fn body_kind(method: &Method, target: &Target) -> BodyKind {
     match (method, target) {
         (&Method::POST, Target::TypeSearch(_)) => BodyKind::Form,
+        (&Method::POST, Target::System) => BodyKind::Bundle,
         (&Method::POST | &Method::PUT, _) => BodyKind::Resource,
         (&Method::PATCH, _) => BodyKind::JsonPatch,
         _ => BodyKind::None,
@@ -149,11 +152,7 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
 pub type ParsedBody = (Option<Value>, Vec<(String, String)>);
 
 /// Parse a body of the expected kind, checking its Content-Type (415 when wrong).
-pub fn parse_body(
-    kind: BodyKind,
-    headers: &HeaderMap,
-    bytes: &[u8],
-) -> FhirResult<ParsedBody> {
+pub fn parse_body(kind: BodyKind, headers: &HeaderMap, bytes: &[u8]) -> FhirResult<ParsedBody> {
     let media = media_type(headers);
     let unsupported = |expected: &str| {
         FhirError::UnsupportedMediaType(format!(
@@ -163,7 +162,7 @@ pub fn parse_body(
     };
     match kind {
         BodyKind::None => Ok((None, vec![])),
-        BodyKind::Resource => {
+        BodyKind::Resource | BodyKind::Bundle => {
             if !matches!(
                 media.as_deref(),
                 Some("application/fhir+json" | "application/json" | "application/json+fhir")
@@ -177,7 +176,12 @@ pub fn parse_body(
                     "$this",
                 ));
             }
-            Ok((Some(parse::parse_resource(bytes)?), vec![]))
+            let value = if kind == BodyKind::Bundle {
+                parse::parse_bundle(bytes)?
+            } else {
+                parse::parse_resource(bytes)?
+            };
+            Ok((Some(value), vec![]))
         }
         BodyKind::JsonPatch => {
             if media.as_deref() != Some("application/json-patch+json") {

@@ -9,7 +9,7 @@ use super::{
     Conditions, Ctx, FhirRequest, FhirResponse, Target, execute_read, execute_write, is_read,
 };
 use crate::error::{FhirError, FhirResult};
-use crate::fhir::{bundle, ids};
+use crate::fhir::{bundle, ids, parse};
 use crate::store::Store;
 
 /// Run a batch Bundle.
@@ -128,13 +128,15 @@ pub fn parse_entry(
     };
     let body = match method {
         Method::POST | Method::PUT if !matches!(target, Target::TypeSearch(_)) => {
-            Some(entry.get("resource").cloned().ok_or_else(|| {
+            let resource = entry.get("resource").cloned().ok_or_else(|| {
                 FhirError::bad_value(
                     "required",
                     format!("entry {index}: {method_text} needs a resource"),
                     format!("Bundle.entry[{index}].resource"),
                 )
-            })?)
+            })?;
+            parse::check_resource_value(&resource).map_err(|e| in_entry(index, e))?;
+            Some(resource)
         }
         Method::PATCH => Some(patch_document(index, entry)?),
         _ => None,
@@ -146,6 +148,37 @@ pub fn parse_entry(
         conditions,
         body,
     })
+}
+
+/// Locate a resource's problems inside the Bundle.
+fn in_entry(index: usize, error: FhirError) -> FhirError {
+    let prefix = format!("Bundle.entry[{index}].resource");
+    let relocate = |e: String| match e.split_once('.') {
+        Some((_, rest)) => format!("{prefix}.{rest}"),
+        None => prefix.clone(),
+    };
+    match error {
+        FhirError::Invalid(issues) => FhirError::Invalid(
+            issues
+                .into_iter()
+                .map(|mut i| {
+                    i.expression = i.expression.map(relocate);
+                    i.diagnostics = format!("entry {index}: {}", i.diagnostics);
+                    i
+                })
+                .collect(),
+        ),
+        FhirError::BadRequest {
+            code,
+            message,
+            expression,
+        } => FhirError::BadRequest {
+            code,
+            message: format!("entry {index}: {message}"),
+            expression: expression.into_iter().map(relocate).collect(),
+        },
+        other => other,
+    }
 }
 
 /// A PATCH entry carries its JSON Patch as a Binary resource (R4 http.html#patch).

@@ -34,8 +34,7 @@ pub fn build(base_url: &str, search: &SearchRegistry) -> FhirResult<Value> {
         .map(|t| {
             let params: Vec<Value> = search
                 .params(t)
-                .iter()
-                .map(|p| json!({ "name": p.code, "definition": p.definition, "type": p.kind, "documentation": p.documentation }))
+                .map(|p| json!({ "name": p.code, "definition": p.url, "type": p.kind.code(), "documentation": p.description }))
                 .collect();
             json!({
                 "type": t,

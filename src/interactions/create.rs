@@ -24,12 +24,11 @@ pub fn create_with_id(
     };
     check_body(req.body.as_ref(), rtype, None)?;
     if let Some(query) = &req.conditions.if_none_exist {
-        let criteria = ctx.search.parse_conditional(rtype, query)?;
-        let page = tx.search(rtype, &criteria, 0, 2)?;
-        match page.total {
+        let (total, matches) = super::find_matches_str(ctx, tx, rtype, query)?;
+        match total {
             0 => {}
             1 => {
-                let existing = &page.matches[0];
+                let existing = &matches[0];
                 return Ok(
                     FhirResponse::version(StatusCode::OK, existing).with_preference(
                         req.conditions.prefer_return,

@@ -17,11 +17,10 @@ pub fn delete(ctx: &Ctx, tx: &mut dyn StoreTx, req: FhirRequest) -> FhirResult<F
                     "delete needs an id or search criteria".into(),
                 ));
             }
-            let criteria = ctx.search.parse_conditional_pairs(t, &req.query)?;
-            let page = tx.search(t, &criteria, 0, 2)?;
-            match page.total {
+            let (total, matches) = super::find_matches(ctx, tx, t, &req.query)?;
+            match total {
                 0 => return Ok(no_content()),
-                1 => (t.clone(), page.matches[0].id.clone()),
+                1 => (t.clone(), matches[0].id.clone()),
                 n => {
                     return Err(FhirError::PreconditionFailed(format!(
                         "the delete criteria match {n} resources; only single-match conditional delete is supported"

@@ -342,7 +342,7 @@ pub fn write_version(
     let version = previous.map_or(1, |p| p.version + 1);
     let now = next_instant(previous);
     stamp(&mut body, id, version, now);
-    let tokens = ctx.search.index_tokens(rtype, &body);
+    let index = ctx.search.index(rtype, &body, &ctx.base_url);
     let text = serde_json::to_string(&body).map_err(FhirError::internal)?;
     tx.put(NewVersion {
         rtype: rtype.to_string(),
@@ -351,7 +351,7 @@ pub fn write_version(
         last_updated: now,
         method,
         body: Some(text),
-        tokens,
+        index,
     })
 }
 
@@ -364,7 +364,7 @@ pub fn write_deletion(tx: &mut dyn StoreTx, previous: &Version) -> FhirResult<Ve
         last_updated: next_instant(Some(previous)),
         method: WriteMethod::Delete,
         body: None,
-        tokens: vec![],
+        index: vec![],
     })
 }
 
@@ -413,6 +413,45 @@ pub fn check_body<'a>(
         }
     }
     Ok(body)
+}
+
+/// Resources matching conditional criteria (`If-None-Exist`, conditional update/delete/patch,
+/// conditional references): the total and up to two matches, enough to tell 0, 1 or many.
+pub fn find_matches(
+    ctx: &Ctx,
+    reader: &mut dyn Reader,
+    rtype: &str,
+    pairs: &[(String, String)],
+) -> FhirResult<(u64, Vec<Version>)> {
+    let criteria =
+        crate::search::parse::parse_conditional(&ctx.search, rtype, pairs, &ctx.base_url)?;
+    let query = crate::store::query::Query {
+        rtype: rtype.to_string(),
+        criteria,
+        sort: vec![],
+        count: 2,
+        cursor: None,
+        with_total: true,
+    };
+    let page = reader.search(&query)?;
+    Ok((
+        page.total.unwrap_or(0),
+        page.matches.into_iter().map(|m| m.version).collect(),
+    ))
+}
+
+/// As [`find_matches`], from a query string (`identifier=a|b`, with or without `Type?`).
+pub fn find_matches_str(
+    ctx: &Ctx,
+    reader: &mut dyn Reader,
+    rtype: &str,
+    query: &str,
+) -> FhirResult<(u64, Vec<Version>)> {
+    let query = query.rsplit_once('?').map_or(query, |(_, q)| q);
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    find_matches(ctx, reader, rtype, &pairs)
 }
 
 /// Check `If-Match` against the current version (412 when stale).

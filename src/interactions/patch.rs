@@ -14,15 +14,14 @@ pub fn patch(ctx: &Ctx, tx: &mut dyn StoreTx, req: FhirRequest) -> FhirResult<Fh
     let (rtype, id) = match &req.target {
         Target::Instance(t, id) => (t.clone(), id.clone()),
         Target::Type(t) => {
-            let criteria = ctx.search.parse_conditional_pairs(t, &req.query)?;
-            let page = tx.search(t, &criteria, 0, 2)?;
-            match page.total {
+            let (total, matches) = super::find_matches(ctx, tx, t, &req.query)?;
+            match total {
                 0 => {
                     return Err(FhirError::NotFound(
                         "no resource matches the patch criteria".into(),
                     ));
                 }
-                1 => (t.clone(), page.matches[0].id.clone()),
+                1 => (t.clone(), matches[0].id.clone()),
                 n => {
                     return Err(FhirError::PreconditionFailed(format!(
                         "the patch criteria match {n} resources"

@@ -1,14 +1,24 @@
 //! search: `GET [type]?params` and `POST [type]/_search`, answered with a searchset Bundle.
-//! Parameters the server does not support are ignored and reported in an OperationOutcome
-//! entry, or refused with 400 under `Prefer: handling=strict`.
+//! Parameters the server does not know are ignored and reported in an OperationOutcome entry
+//! (`search.mode = outcome`), or refused with 400 under `Prefer: handling=strict`.
+
+use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
-use super::history::{DEFAULT_COUNT, parse_count, with_query};
+use super::history::with_query;
 use super::{Ctx, FhirResponse};
 use crate::error::{FhirError, FhirResult, Issue, operation_outcome};
 use crate::fhir::bundle;
-use crate::store::Reader;
+use crate::fhir::summary::{self, Subset};
+use crate::search::parse::{self, Include, SearchRequest, Summary};
+use crate::store::query::{Cursor, Match};
+use crate::store::{Reader, Version};
+
+/// How many rounds `:iterate` includes may take.
+const MAX_INCLUDE_ROUNDS: usize = 4;
+/// How many resources includes may add to one page.
+const MAX_INCLUDED: usize = 1000;
 
 /// Run a type-level search.
 pub fn search(
@@ -18,62 +28,39 @@ pub fn search(
     query: &[(String, String)],
     strict: bool,
 ) -> FhirResult<FhirResponse> {
-    let parsed = ctx.search.parse(rtype, query)?;
-    if strict && let Some((name, _)) = parsed.unknown.first() {
+    let req = parse::parse(&ctx.search, rtype, query, &ctx.base_url)?;
+    if strict && let Some(name) = req.unknown.first() {
         return Err(FhirError::bad_value(
             "not-supported",
             format!("unknown search parameter `{name}` on {rtype}"),
             name.clone(),
         ));
     }
-    let mut count = DEFAULT_COUNT;
-    let mut offset = 0usize;
-    for (name, value) in &parsed.control {
-        match name.as_str() {
-            "_count" => count = parse_count(value)?,
-            "_offset" => {
-                offset = value.parse().map_err(|_| {
-                    FhirError::bad_value(
-                        "value",
-                        format!("_offset `{value}` is not valid"),
-                        "_offset",
-                    )
-                })?;
-            }
-            _ => {}
-        }
-    }
-    let page = reader.search(rtype, &parsed.criteria, offset, count)?;
+    let page = reader.search(&req.query)?;
     let path = format!("{}/{rtype}", ctx.base_url);
-    let applied: Vec<(String, String)> = query
-        .iter()
-        .filter(|(n, _)| !parsed.unknown.iter().any(|(u, _)| u == n) && n != "_offset")
-        .cloned()
-        .collect();
-    let page_link = |at: usize| {
-        let mut q = applied.clone();
-        if at > 0 {
-            q.push(("_offset".into(), at.to_string()));
-        }
-        with_query(&path, &q)
+    let links = page_links(&path, &req, &page.matches, page.more);
+
+    let subset = match (req.summary, &req.elements) {
+        (Summary::True, _) => Some(Subset::Summary),
+        (Summary::Text, _) => Some(Subset::Text),
+        (Summary::Data, _) => Some(Subset::Data),
+        (_, Some(list)) => Some(Subset::Elements(list.as_slice())),
+        _ => None,
     };
-    let mut links = vec![("self", page_link(offset))];
-    if count > 0 && (offset + count) < page.total as usize {
-        links.push(("next", page_link(offset + count)));
+    let mut entries = Vec::with_capacity(page.matches.len());
+    for m in &page.matches {
+        entries.push(entry(&ctx.base_url, &m.version, "match", subset)?);
     }
-    if offset > 0 {
-        links.push(("previous", page_link(offset.saturating_sub(count.max(1)))));
+    if req.summary != Summary::Count {
+        for v in included(reader, &req, &page.matches)? {
+            entries.push(entry(&ctx.base_url, &v, "include", subset)?);
+        }
     }
-    let mut entries = page
-        .matches
-        .iter()
-        .map(|v| bundle::search_entry(&ctx.base_url, v, "match"))
-        .collect::<FhirResult<Vec<Value>>>()?;
-    if !parsed.unknown.is_empty() {
-        let issues: Vec<Issue> = parsed
+    if !req.unknown.is_empty() {
+        let issues: Vec<Issue> = req
             .unknown
             .iter()
-            .map(|(n, _)| Issue {
+            .map(|n| Issue {
                 severity: "warning",
                 code: "not-supported",
                 diagnostics: format!("unknown search parameter `{n}` on {rtype} was ignored"),
@@ -86,8 +73,110 @@ pub fn search(
     }
     Ok(FhirResponse::json(bundle::bundle(
         "searchset",
-        Some(page.total),
+        page.total,
         links,
         entries,
     )))
+}
+
+fn entry(base: &str, v: &Version, mode: &str, subset: Option<Subset<'_>>) -> FhirResult<Value> {
+    let mut e = bundle::search_entry(base, v, mode)?;
+    if let Some(subset) = subset {
+        summary::apply(&mut e["resource"], subset);
+    }
+    Ok(e)
+}
+
+/// `self`, `next` and `previous`, as keyset cursors on the first and last rows of the page.
+fn page_links(
+    path: &str,
+    req: &SearchRequest,
+    matches: &[Match],
+    more: bool,
+) -> Vec<(&'static str, String)> {
+    let link = |cursor: Option<Cursor>| {
+        let mut q = req.applied.clone();
+        if let Some(c) = cursor {
+            q.push(("_cursor".into(), parse::encode_cursor(&c)));
+        }
+        with_query(path, &q)
+    };
+    let mut links = vec![("self", link(req.query.cursor.clone()))];
+    let backwards = req.query.cursor.as_ref().is_some_and(|c| c.backwards);
+    let first_page = req.query.cursor.is_none();
+    let at = |m: &Match, backwards: bool| Cursor {
+        values: m.sort_values.clone(),
+        row: m.row,
+        backwards,
+    };
+    let has_next = if backwards { true } else { more };
+    let has_previous = if backwards { more } else { !first_page };
+    if has_next && let Some(last) = matches.last() {
+        links.push(("next", link(Some(at(last, false)))));
+    }
+    if has_previous && let Some(first) = matches.first() {
+        links.push(("previous", link(Some(at(first, true)))));
+    }
+    links
+}
+
+/// `_include` and `_revinclude` (with `:iterate`) for the page's matches, each resource once.
+fn included(
+    reader: &mut dyn Reader,
+    req: &SearchRequest,
+    matches: &[Match],
+) -> FhirResult<Vec<Version>> {
+    if req.includes.is_empty() && req.revincludes.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut seen: HashSet<(String, String)> = matches
+        .iter()
+        .map(|m| (m.version.rtype.clone(), m.version.id.clone()))
+        .collect();
+    let mut frontier: Vec<(String, String)> = seen.iter().cloned().collect();
+    let mut out = Vec::new();
+    for round in 0..MAX_INCLUDE_ROUNDS {
+        let mut found = Vec::new();
+        let active = |i: &&Include| round == 0 || i.iterate;
+        for inc in req.includes.iter().filter(active) {
+            let sources: Vec<(String, String)> = frontier
+                .iter()
+                .filter(|(t, _)| *t == inc.source_type)
+                .cloned()
+                .collect();
+            if !sources.is_empty() {
+                found.extend(reader.outgoing(
+                    &sources,
+                    inc.param.as_deref(),
+                    inc.target_type.as_deref(),
+                )?);
+            }
+        }
+        for inc in req.revincludes.iter().filter(active) {
+            let targets: Vec<(String, String)> = frontier
+                .iter()
+                .filter(|(t, _)| inc.target_type.as_ref().is_none_or(|tt| tt == t))
+                .cloned()
+                .collect();
+            if !targets.is_empty() {
+                found.extend(reader.incoming(&inc.source_type, inc.param.as_deref(), &targets)?);
+            }
+        }
+        frontier.clear();
+        for key in found {
+            if out.len() >= MAX_INCLUDED || !seen.insert(key.clone()) {
+                continue;
+            }
+            if let Some(v) = reader.current(&key.0, &key.1)?
+                && !v.is_deleted()
+            {
+                out.push(v);
+                frontier.push(key);
+            }
+        }
+        if frontier.is_empty() {
+            break;
+        }
+    }
+    Ok(out)
 }

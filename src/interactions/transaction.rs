@@ -41,18 +41,6 @@ pub fn transaction(
     }
     check_unique_targets(&requests)?;
 
-    let mut tx = store.begin()?;
-    let mut responses: Vec<Option<FhirResponse>> = vec![None; requests.len()];
-    let mapping = assign_ids(ctx, tx.as_mut(), &requests)?;
-    for (_, _, req) in requests.iter_mut() {
-        if let Some(body) = req.body.as_mut()
-            && req.method != Method::PATCH
-        {
-            references::rewrite(body, &mapping.ids);
-            resolve_conditional_references(ctx, tx.as_mut(), body)?;
-        }
-    }
-
     let phase = |m: &Method| match *m {
         Method::DELETE => 0,
         Method::POST => 1,
@@ -61,13 +49,33 @@ pub fn transaction(
     };
     let mut order: Vec<usize> = (0..requests.len()).collect();
     order.sort_by_key(|&i| phase(&requests[i].2.method));
-    for i in order {
-        let (index, full_url, req) = &requests[i];
-        let result = run_entry(ctx, tx.as_mut(), req.clone(), full_url.as_deref(), &mapping);
-        match result {
-            Ok(r) => responses[i] = Some(r),
-            Err(e) => return Err(at_entry(*index, e)),
+    let (deletes, rest) =
+        order.split_at(order.partition_point(|&i| requests[i].2.method == Method::DELETE));
+
+    let mut tx = store.begin()?;
+    let mut responses: Vec<Option<FhirResponse>> = vec![None; requests.len()];
+    for &i in deletes {
+        let (index, _, req) = &requests[i];
+        let r = execute_write(ctx, tx.as_mut(), req.clone()).map_err(|e| at_entry(*index, e))?;
+        responses[i] = Some(r);
+    }
+    // Ids and conditional matches are decided after the deletes, as their results depend on them.
+    let mapping = assign_ids(ctx, tx.as_mut(), &requests)?;
+    for (index, _, req) in requests.iter_mut() {
+        if let Some(body) = req.body.as_mut()
+            && req.method != Method::PATCH
+            && req.method != Method::DELETE
+        {
+            references::rewrite(body, &mapping.ids);
+            resolve_conditional_references(ctx, tx.as_mut(), body)
+                .map_err(|e| at_entry(*index, e))?;
         }
+    }
+    for &i in rest {
+        let (index, full_url, req) = &requests[i];
+        let r = run_entry(ctx, tx.as_mut(), req.clone(), full_url.as_deref(), &mapping)
+            .map_err(|e| at_entry(*index, e))?;
+        responses[i] = Some(r);
     }
     tx.commit()?;
     let entries = responses
@@ -102,14 +110,11 @@ fn assign_ids(
             (&Method::POST, Target::Type(t)) => {
                 let mut found = None;
                 if let Some(query) = &req.conditions.if_none_exist {
-                    let criteria = ctx
-                        .search
-                        .parse_conditional(t, query)
+                    let (total, matches) = super::find_matches_str(ctx, tx, t, query)
                         .map_err(|e| at_entry(*index, e))?;
-                    let page = tx.search(t, &criteria, 0, 2)?;
-                    match page.total {
+                    match total {
                         0 => {}
-                        1 => found = Some(page.matches[0].id.clone()),
+                        1 => found = Some(matches[0].id.clone()),
                         n => {
                             return Err(at_entry(
                                 *index,
@@ -192,10 +197,9 @@ fn resolve_conditional_references(
                 "reference",
             ));
         }
-        let criteria = ctx.search.parse_conditional(rtype, query)?;
-        let page = tx.search(rtype, &criteria, 0, 2)?;
-        let resolved = match page.total {
-            1 => format!("{rtype}/{}", page.matches[0].id),
+        let (total, matches) = super::find_matches_str(ctx, tx, rtype, query)?;
+        let resolved = match total {
+            1 => format!("{rtype}/{}", matches[0].id),
             n => {
                 return Err(FhirError::PreconditionFailed(format!(
                     "conditional reference `{reference}` matches {n} resources; it must match exactly one"

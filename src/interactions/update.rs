@@ -65,13 +65,12 @@ fn resolve_conditional_target(
             "a conditional update needs search criteria",
         ));
     }
-    let criteria = ctx.search.parse_conditional_pairs(rtype, &req.query)?;
-    let page = tx.search(rtype, &criteria, 0, 2)?;
+    let (total, matches) = super::find_matches(ctx, tx, rtype, &req.query)?;
     let body_id = body.get("id").and_then(|v| v.as_str());
-    match page.total {
+    match total {
         0 => Ok(body_id.map_or_else(ids::new_id, str::to_string)),
         1 => {
-            let found = &page.matches[0].id;
+            let found = &matches[0].id;
             if let Some(body_id) = body_id
                 && body_id != found
             {

@@ -5,6 +5,8 @@
 //! ([`crate::state::AppState::with_store`]). Every FHIR write happens inside one [`StoreTx`]:
 //! the resource version, its history row and its index rows commit together or not at all.
 
+pub mod index;
+pub mod query;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -58,7 +60,8 @@ impl WriteMethod {
         }
     }
 
-    fn from_http(s: &str) -> Self {
+    /// From the stored HTTP verb.
+    pub fn from_http(s: &str) -> Self {
         match s {
             "POST" => WriteMethod::Create,
             "DELETE" => WriteMethod::Delete,
@@ -67,15 +70,15 @@ impl WriteMethod {
     }
 }
 
-/// A token index row extracted from a resource (system may be absent).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenRow {
+/// One index value of one search parameter, written with the version it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexRow {
     /// Search parameter code.
-    pub param: &'static str,
-    /// Coding/identifier system.
-    pub system: Option<String>,
-    /// Code/identifier value.
-    pub code: String,
+    pub param: String,
+    /// The value.
+    pub value: index::IndexValue,
+    /// For a composite parameter's component rows, the combination they belong to.
+    pub group: Option<u32>,
 }
 
 /// A version to write.
@@ -94,7 +97,7 @@ pub struct NewVersion {
     /// Full JSON, `None` to delete.
     pub body: Option<String>,
     /// Index rows for the new content (empty for a deletion).
-    pub tokens: Vec<TokenRow>,
+    pub index: Vec<IndexRow>,
 }
 
 /// Which history to list.
@@ -130,38 +133,6 @@ pub struct HistoryPage {
     pub total: u64,
 }
 
-/// One token value to match (`system|code`, `|code`, `system|` or `code`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenMatch {
-    /// `None` = any system; `Some("")` = no system.
-    pub system: Option<String>,
-    /// `None` = any code.
-    pub code: Option<String>,
-}
-
-/// A search criterion; criteria are ANDed, the values inside one are ORed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Criterion {
-    /// `_id`.
-    Id(Vec<String>),
-    /// A token parameter.
-    Token {
-        /// Parameter code.
-        param: &'static str,
-        /// Values, ORed.
-        values: Vec<TokenMatch>,
-    },
-}
-
-/// A page of search matches.
-#[derive(Debug, Clone)]
-pub struct SearchPage {
-    /// Matching current versions, ordered by id.
-    pub matches: Vec<Version>,
-    /// Total number of matches.
-    pub total: u64,
-}
-
 /// Read access, shared by pooled readers and open write transactions.
 pub trait Reader {
     /// The current version of a resource (a deletion if it was deleted), if it ever existed.
@@ -170,14 +141,24 @@ pub trait Reader {
     fn version(&mut self, rtype: &str, id: &str, version: u64) -> FhirResult<Option<Version>>;
     /// A page of history.
     fn history(&mut self, query: &HistoryQuery) -> FhirResult<HistoryPage>;
-    /// Current, non-deleted resources of a type matching every criterion, ordered by id.
-    fn search(
+    /// One page of current, non-deleted resources matching a query.
+    fn search(&mut self, query: &query::Query) -> FhirResult<query::Page>;
+    /// Targets (`type`, `id`) that the sources reference through `param` (any reference
+    /// parameter when `None`), limited to `target_type` when given (`_include`).
+    fn outgoing(
         &mut self,
-        rtype: &str,
-        criteria: &[Criterion],
-        offset: usize,
-        count: usize,
-    ) -> FhirResult<SearchPage>;
+        sources: &[(String, String)],
+        param: Option<&str>,
+        target_type: Option<&str>,
+    ) -> FhirResult<Vec<(String, String)>>;
+    /// Resources of `source_type` that reference any target through `param` (any reference
+    /// parameter when `None`) (`_revinclude`).
+    fn incoming(
+        &mut self,
+        source_type: &str,
+        param: Option<&str>,
+        targets: &[(String, String)],
+    ) -> FhirResult<Vec<(String, String)>>;
 }
 
 /// An open write transaction. Dropping it without [`StoreTx::commit`] rolls back.

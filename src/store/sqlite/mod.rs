@@ -12,9 +12,12 @@ use chrono::{DateTime, TimeZone, Utc};
 use parking_lot::{Mutex, MutexGuard};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 
+mod search;
+
+use super::query::{Page, Query};
 use super::{
-    Criterion, HistoryPage, HistoryQuery, HistoryScope, NewVersion, Reader, SearchPage, Store,
-    StoreTx, TokenMatch, Version, WriteMethod,
+    HistoryPage, HistoryQuery, HistoryScope, NewVersion, Reader, Store, StoreTx, Version,
+    WriteMethod,
 };
 use crate::error::{FhirError, FhirResult};
 
@@ -32,24 +35,62 @@ CREATE TABLE resource_history (
 );
 CREATE INDEX resource_history_by_type ON resource_history (rtype, seq);
 CREATE INDEX resource_history_by_time ON resource_history (last_updated);
+-- One row per logical resource; rid keys its index rows and gives the insertion order.
 CREATE TABLE resources (
-    rtype   TEXT    NOT NULL,
-    id      TEXT    NOT NULL,
-    seq     INTEGER NOT NULL,
-    version INTEGER NOT NULL,
-    deleted INTEGER NOT NULL,
-    PRIMARY KEY (rtype, id)
-) WITHOUT ROWID;
-CREATE TABLE token_index (
-    rtype  TEXT NOT NULL,
-    id     TEXT NOT NULL,
-    param  TEXT NOT NULL,
-    system TEXT,
-    code   TEXT NOT NULL
+    rid          INTEGER PRIMARY KEY AUTOINCREMENT,
+    rtype        TEXT    NOT NULL,
+    id           TEXT    NOT NULL,
+    seq          INTEGER NOT NULL,
+    version      INTEGER NOT NULL,
+    deleted      INTEGER NOT NULL,
+    last_updated INTEGER NOT NULL,
+    UNIQUE (rtype, id)
 );
-CREATE INDEX token_index_lookup ON token_index (rtype, param, code, system);
-CREATE INDEX token_index_owner ON token_index (rtype, id);
+CREATE TABLE idx_string (rid INTEGER NOT NULL, grp INTEGER, rtype TEXT NOT NULL, param TEXT NOT NULL,
+    norm TEXT NOT NULL, exact TEXT NOT NULL);
+CREATE INDEX idx_string_lookup ON idx_string (rtype, param, norm);
+CREATE INDEX idx_string_exact ON idx_string (rtype, param, exact);
+CREATE INDEX idx_string_rid ON idx_string (rid);
+CREATE TABLE idx_token (rid INTEGER NOT NULL, grp INTEGER, rtype TEXT NOT NULL, param TEXT NOT NULL,
+    system TEXT, code TEXT, text TEXT, of_type TEXT);
+CREATE INDEX idx_token_lookup ON idx_token (rtype, param, code, system);
+CREATE INDEX idx_token_text ON idx_token (rtype, param, text);
+CREATE INDEX idx_token_rid ON idx_token (rid);
+CREATE TABLE idx_reference (rid INTEGER NOT NULL, grp INTEGER, rtype TEXT NOT NULL, param TEXT NOT NULL,
+    target_type TEXT, target_id TEXT, url TEXT NOT NULL);
+CREATE INDEX idx_reference_lookup ON idx_reference (rtype, param, target_id, target_type);
+CREATE INDEX idx_reference_target ON idx_reference (target_type, target_id);
+CREATE INDEX idx_reference_url ON idx_reference (rtype, param, url);
+CREATE INDEX idx_reference_rid ON idx_reference (rid);
+CREATE TABLE idx_date (rid INTEGER NOT NULL, grp INTEGER, rtype TEXT NOT NULL, param TEXT NOT NULL,
+    low INTEGER NOT NULL, high INTEGER NOT NULL);
+CREATE INDEX idx_date_low ON idx_date (rtype, param, low);
+CREATE INDEX idx_date_high ON idx_date (rtype, param, high);
+CREATE INDEX idx_date_rid ON idx_date (rid);
+CREATE TABLE idx_number (rid INTEGER NOT NULL, grp INTEGER, rtype TEXT NOT NULL, param TEXT NOT NULL,
+    value REAL NOT NULL);
+CREATE INDEX idx_number_lookup ON idx_number (rtype, param, value);
+CREATE INDEX idx_number_rid ON idx_number (rid);
+CREATE TABLE idx_quantity (rid INTEGER NOT NULL, grp INTEGER, rtype TEXT NOT NULL, param TEXT NOT NULL,
+    value REAL NOT NULL, system TEXT, code TEXT, unit TEXT);
+CREATE INDEX idx_quantity_lookup ON idx_quantity (rtype, param, value);
+CREATE INDEX idx_quantity_rid ON idx_quantity (rid);
+CREATE TABLE idx_uri (rid INTEGER NOT NULL, grp INTEGER, rtype TEXT NOT NULL, param TEXT NOT NULL,
+    uri TEXT NOT NULL);
+CREATE INDEX idx_uri_lookup ON idx_uri (rtype, param, uri);
+CREATE INDEX idx_uri_rid ON idx_uri (rid);
 "#];
+
+/// Every index table (an update or deletion clears the resource's rows from each).
+const INDEX_TABLES: &[&str] = &[
+    "idx_string",
+    "idx_token",
+    "idx_reference",
+    "idx_date",
+    "idx_number",
+    "idx_quantity",
+    "idx_uri",
+];
 
 const READER_POOL_MAX: usize = 16;
 
@@ -189,19 +230,36 @@ impl Reader for PooledReader<'_> {
             query,
         )
     }
-    fn search(
-        &mut self,
-        rtype: &str,
-        criteria: &[Criterion],
-        offset: usize,
-        count: usize,
-    ) -> FhirResult<SearchPage> {
-        search(
+    fn search(&mut self, query: &Query) -> FhirResult<Page> {
+        search::search(
             self.conn.as_ref().expect("reader holds a connection"),
-            rtype,
-            criteria,
-            offset,
-            count,
+            query,
+        )
+    }
+    fn outgoing(
+        &mut self,
+        sources: &[(String, String)],
+        param: Option<&str>,
+        target_type: Option<&str>,
+    ) -> FhirResult<Vec<(String, String)>> {
+        search::outgoing(
+            self.conn.as_ref().expect("reader holds a connection"),
+            sources,
+            param,
+            target_type,
+        )
+    }
+    fn incoming(
+        &mut self,
+        source_type: &str,
+        param: Option<&str>,
+        targets: &[(String, String)],
+    ) -> FhirResult<Vec<(String, String)>> {
+        search::incoming(
+            self.conn.as_ref().expect("reader holds a connection"),
+            source_type,
+            param,
+            targets,
         )
     }
 }
@@ -231,14 +289,24 @@ impl Reader for SqliteTx<'_> {
     fn history(&mut self, query: &HistoryQuery) -> FhirResult<HistoryPage> {
         history(&self.conn, query)
     }
-    fn search(
+    fn search(&mut self, query: &Query) -> FhirResult<Page> {
+        search::search(&self.conn, query)
+    }
+    fn outgoing(
         &mut self,
-        rtype: &str,
-        criteria: &[Criterion],
-        offset: usize,
-        count: usize,
-    ) -> FhirResult<SearchPage> {
-        search(&self.conn, rtype, criteria, offset, count)
+        sources: &[(String, String)],
+        param: Option<&str>,
+        target_type: Option<&str>,
+    ) -> FhirResult<Vec<(String, String)>> {
+        search::outgoing(&self.conn, sources, param, target_type)
+    }
+    fn incoming(
+        &mut self,
+        source_type: &str,
+        param: Option<&str>,
+        targets: &[(String, String)],
+    ) -> FhirResult<Vec<(String, String)>> {
+        search::incoming(&self.conn, source_type, param, targets)
     }
 }
 
@@ -267,28 +335,22 @@ impl StoreTx for SqliteTx<'_> {
                 }
                 other => other.into(),
             })?;
-        conn.prepare_cached(
-            "INSERT INTO resources (rtype, id, seq, version, deleted) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (rtype, id) DO UPDATE SET seq = excluded.seq, version = excluded.version,
-             deleted = excluded.deleted",
-        )?
-        .execute(params![
-            v.rtype,
-            v.id,
-            seq,
-            v.version as i64,
-            v.body.is_none()
-        ])?;
-        conn.prepare_cached("DELETE FROM token_index WHERE rtype = ?1 AND id = ?2")?
-            .execute(params![v.rtype, v.id])?;
-        if !v.tokens.is_empty() {
-            let mut insert = conn.prepare_cached(
-                "INSERT INTO token_index (rtype, id, param, system, code) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for t in &v.tokens {
-                insert.execute(params![v.rtype, v.id, t.param, t.system, t.code])?;
+        let rid: i64 = conn
+            .prepare_cached(
+                "INSERT INTO resources (rtype, id, seq, version, deleted, last_updated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (rtype, id) DO UPDATE SET seq = excluded.seq, version = excluded.version,
+                 deleted = excluded.deleted, last_updated = excluded.last_updated
+                 RETURNING rid",
+            )?
+            .query_row(params![v.rtype, v.id, seq, v.version as i64, v.body.is_none(), millis], |r| r.get(0))?;
+        if v.version > 1 {
+            for table in INDEX_TABLES {
+                conn.prepare_cached(&format!("DELETE FROM {table} WHERE rid = ?1"))?
+                    .execute([rid])?;
             }
         }
+        search::write_index(conn, rid, &v.rtype, &v.index)?;
         Ok(Version {
             rtype: v.rtype,
             id: v.id,
@@ -412,71 +474,6 @@ fn history(conn: &Connection, q: &HistoryQuery) -> FhirResult<HistoryPage> {
         .collect::<Result<Vec<_>, _>>()?;
     Ok(HistoryPage {
         entries,
-        total: total as u64,
-    })
-}
-
-fn search(
-    conn: &Connection,
-    rtype: &str,
-    criteria: &[Criterion],
-    offset: usize,
-    count: usize,
-) -> FhirResult<SearchPage> {
-    let mut sql = String::from("FROM resources r WHERE r.rtype = ? AND r.deleted = 0");
-    let mut args: Vec<rusqlite::types::Value> = vec![rtype.to_string().into()];
-    for c in criteria {
-        match c {
-            Criterion::Id(ids) => {
-                sql.push_str(" AND r.id IN (");
-                sql.push_str(&vec!["?"; ids.len()].join(", "));
-                sql.push(')');
-                args.extend(ids.iter().map(|i| i.clone().into()));
-            }
-            Criterion::Token { param, values } => {
-                let mut alternatives = Vec::new();
-                for TokenMatch { system, code } in values {
-                    let mut parts = vec!["t.param = ?"];
-                    args.push(param.to_string().into());
-                    if let Some(code) = code {
-                        parts.push("t.code = ?");
-                        args.push(code.clone().into());
-                    }
-                    match system.as_deref() {
-                        None => {}
-                        Some("") => parts.push("t.system IS NULL"),
-                        Some(s) => {
-                            parts.push("t.system = ?");
-                            args.push(s.to_string().into());
-                        }
-                    }
-                    alternatives.push(format!("({})", parts.join(" AND ")));
-                }
-                sql.push_str(&format!(
-                    " AND EXISTS (SELECT 1 FROM token_index t WHERE t.rtype = r.rtype AND t.id = r.id AND ({}))",
-                    alternatives.join(" OR ")
-                ));
-            }
-        }
-    }
-    let total: i64 = conn
-        .prepare_cached(&format!("SELECT COUNT(*) {sql}"))?
-        .query_row(params_from_iter(args.iter()), |r| r.get(0))?;
-    let mut page_args = args.clone();
-    page_args.push((count as i64).into());
-    page_args.push((offset as i64).into());
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT h.version, h.last_updated, h.method, h.body, r.id {sql_join} ORDER BY r.id LIMIT ? OFFSET ?",
-        sql_join = sql.replacen("FROM resources r", "FROM resources r JOIN resource_history h ON h.seq = r.seq", 1)
-    ))?;
-    let matches = stmt
-        .query_map(params_from_iter(page_args.iter()), |row| {
-            let id: String = row.get(4)?;
-            row_to_version(row, rtype, &id)
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(SearchPage {
-        matches,
         total: total as u64,
     })
 }

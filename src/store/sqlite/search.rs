@@ -1,0 +1,732 @@
+//! Index rows and search queries for the SQLite store.
+//!
+//! Each criterion becomes a membership test of the resource row in an index table, so the
+//! planner can drive from the index for selective criteria. Paging is keyset-based on the sort
+//! values and the row id, so pages neither skip nor repeat rows while others write.
+
+use std::sync::Arc;
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, params, params_from_iter};
+
+use super::millis_to_utc;
+use crate::error::FhirResult;
+use crate::store::IndexRow;
+use crate::store::Version;
+use crate::store::index::{IndexValue, ParamKind, Prefix, QueryValue};
+use crate::store::query::{
+    Criterion, Cursor, Match, Modifier, Page, ParamRef, Query, SortBy, SortKey, SortValue,
+};
+
+/// Write a resource's index rows.
+pub fn write_index(conn: &Connection, rid: i64, rtype: &str, rows: &[IndexRow]) -> FhirResult<()> {
+    for row in rows {
+        let p = row.param.as_str();
+        let g = row.group;
+        match &row.value {
+            IndexValue::String { normalized, exact } => {
+                conn.prepare_cached(
+                    "INSERT INTO idx_string (rid, rtype, param, norm, exact, grp) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![rid, rtype, p, normalized, exact, g])?;
+            }
+            IndexValue::Token {
+                system,
+                code,
+                text,
+                of_type,
+            } => {
+                conn.prepare_cached(
+                    "INSERT INTO idx_token (rid, rtype, param, system, code, text, of_type, grp)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![rid, rtype, p, system, code, text, of_type, g])?;
+            }
+            IndexValue::Reference {
+                target_type,
+                target_id,
+                url,
+            } => {
+                conn.prepare_cached(
+                    "INSERT INTO idx_reference (rid, rtype, param, target_type, target_id, url, grp)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![rid, rtype, p, target_type, target_id, url, g])?;
+            }
+            IndexValue::Date { low, high } => {
+                conn.prepare_cached(
+                    "INSERT INTO idx_date (rid, rtype, param, low, high, grp) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![rid, rtype, p, low, high, g])?;
+            }
+            IndexValue::Number { value } => {
+                conn.prepare_cached("INSERT INTO idx_number (rid, rtype, param, value, grp) VALUES (?1, ?2, ?3, ?4, ?5)")?
+                    .execute(params![rid, rtype, p, value, g])?;
+            }
+            IndexValue::Quantity {
+                value,
+                system,
+                code,
+                unit,
+            } => {
+                conn.prepare_cached(
+                    "INSERT INTO idx_quantity (rid, rtype, param, value, system, code, unit, grp)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![rid, rtype, p, value, system, code, unit, g])?;
+            }
+            IndexValue::Uri { uri } => {
+                conn.prepare_cached(
+                    "INSERT INTO idx_uri (rid, rtype, param, uri, grp) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![rid, rtype, p, uri, g])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// SQL text with its positional arguments, built together so they never drift apart.
+#[derive(Default)]
+struct Sql {
+    text: String,
+    args: Vec<SqlValue>,
+    aliases: usize,
+}
+
+impl Sql {
+    fn push(&mut self, text: &str) {
+        self.text.push_str(text);
+    }
+    fn arg(&mut self, value: impl Into<SqlValue>) {
+        self.text.push('?');
+        self.args.push(value.into());
+    }
+    fn alias(&mut self, prefix: &str) -> String {
+        self.aliases += 1;
+        format!("{prefix}{}", self.aliases)
+    }
+}
+
+fn table(kind: ParamKind) -> &'static str {
+    match kind {
+        ParamKind::String => "idx_string",
+        ParamKind::Token => "idx_token",
+        ParamKind::Reference => "idx_reference",
+        ParamKind::Date => "idx_date",
+        ParamKind::Number => "idx_number",
+        ParamKind::Quantity => "idx_quantity",
+        ParamKind::Uri | ParamKind::Composite | ParamKind::Special => "idx_uri",
+    }
+}
+
+/// Largest code point: `text >= v AND text < v || MAX` is a starts-with test that uses the index.
+const TEXT_MAX: &str = "\u{10FFFF}";
+
+fn escape_like(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// Append the criteria, ANDed, as conditions on the resources row `alias`.
+fn criteria(sql: &mut Sql, list: &[Criterion], alias: &str, rtype: &str) {
+    for c in list {
+        sql.push(" AND ");
+        criterion(sql, c, alias, rtype);
+    }
+}
+
+fn criterion(sql: &mut Sql, c: &Criterion, alias: &str, rtype: &str) {
+    match c {
+        Criterion::Ids(ids) => {
+            sql.push(&format!("{alias}.id IN ("));
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.arg(id.clone());
+            }
+            sql.push(")");
+        }
+        Criterion::Missing { param, missing } => {
+            let not = if *missing { "NOT " } else { "" };
+            sql.push(&format!(
+                "{alias}.rid {not}IN (SELECT rid FROM {} WHERE rtype = ",
+                table(param.kind)
+            ));
+            sql.arg(rtype.to_string());
+            sql.push(" AND param = ");
+            sql.arg(param.code.clone());
+            sql.push(")");
+        }
+        Criterion::Match {
+            param,
+            modifier,
+            values,
+        } => {
+            let not = if *modifier == Modifier::Not {
+                "NOT "
+            } else {
+                ""
+            };
+            sql.push(&format!(
+                "{alias}.rid {not}IN (SELECT rid FROM {} WHERE rtype = ",
+                table(param.kind)
+            ));
+            sql.arg(rtype.to_string());
+            sql.push(" AND param = ");
+            sql.arg(param.code.clone());
+            sql.push(" AND (");
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                sql.push("(");
+                value_condition(sql, param, modifier, v);
+                sql.push(")");
+            }
+            sql.push("))");
+        }
+        Criterion::Composite {
+            code,
+            kinds,
+            values,
+        } => {
+            // One combination (group) of the resource must match every component.
+            sql.push(&format!(
+                "{alias}.rid IN (SELECT c0.rid FROM {} c0 WHERE c0.rtype = ",
+                table(kinds[0])
+            ));
+            sql.arg(rtype.to_string());
+            sql.push(" AND c0.param = ");
+            sql.arg(format!("{code}#0"));
+            sql.push(" AND (");
+            for (i, tuple) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                sql.push("(");
+                for (k, (kind, value)) in kinds.iter().zip(tuple).enumerate() {
+                    let param = ParamRef {
+                        code: format!("{code}#{k}"),
+                        kind: *kind,
+                    };
+                    if k == 0 {
+                        value_condition(sql, &param, &Modifier::None, value);
+                        continue;
+                    }
+                    // Unqualified columns inside resolve to the innermost table, c{k}.
+                    sql.push(&format!(
+                        " AND EXISTS (SELECT 1 FROM {} c{k} WHERE c{k}.rid = c0.rid AND c{k}.grp = c0.grp AND c{k}.param = ",
+                        table(*kind)
+                    ));
+                    sql.arg(param.code.clone());
+                    sql.push(" AND (");
+                    value_condition(sql, &param, &Modifier::None, value);
+                    sql.push("))");
+                }
+                sql.push(")");
+            }
+            sql.push("))");
+        }
+        Criterion::Chain {
+            param,
+            target_type,
+            inner,
+        } => {
+            let target = sql.alias("c");
+            sql.push(&format!(
+                "{alias}.rid IN (SELECT rid FROM idx_reference WHERE rtype = "
+            ));
+            sql.arg(rtype.to_string());
+            sql.push(" AND param = ");
+            sql.arg(param.code.clone());
+            sql.push(" AND target_type = ");
+            sql.arg(target_type.clone());
+            sql.push(&format!(" AND target_id IN (SELECT {target}.id FROM resources {target} WHERE {target}.rtype = "));
+            sql.arg(target_type.clone());
+            sql.push(&format!(" AND {target}.deleted = 0"));
+            criteria(sql, inner, &target, target_type);
+            sql.push("))");
+        }
+        Criterion::Has {
+            source_type,
+            param,
+            inner,
+        } => {
+            let source = sql.alias("h");
+            let reference = sql.alias("x");
+            sql.push(&format!(
+                "{alias}.id IN (SELECT {reference}.target_id FROM idx_reference {reference} \
+                 JOIN resources {source} ON {source}.rid = {reference}.rid WHERE {reference}.rtype = "
+            ));
+            sql.arg(source_type.clone());
+            sql.push(&format!(" AND {reference}.param = "));
+            sql.arg(param.code.clone());
+            sql.push(&format!(" AND {reference}.target_type = "));
+            sql.arg(rtype.to_string());
+            sql.push(&format!(" AND {source}.deleted = 0"));
+            criteria(sql, inner, &source, source_type);
+            sql.push(")");
+        }
+    }
+}
+
+/// The condition one value puts on a row of the parameter's index table.
+fn value_condition(sql: &mut Sql, param: &ParamRef, modifier: &Modifier, value: &QueryValue) {
+    match value {
+        QueryValue::String { normalized, exact } => match (param.kind, modifier) {
+            (ParamKind::Token, _) => starts_with(sql, "text", normalized),
+            (_, Modifier::Exact) => {
+                sql.push("exact = ");
+                sql.arg(exact.clone());
+            }
+            (_, Modifier::Contains) => {
+                sql.push("norm LIKE ");
+                sql.arg(format!("%{}%", escape_like(normalized)));
+                sql.push(" ESCAPE '\\'");
+            }
+            _ => starts_with(sql, "norm", normalized),
+        },
+        QueryValue::Token { system, code } if *modifier == Modifier::OfType => {
+            sql.push("of_type = ");
+            sql.arg(system.clone().flatten().unwrap_or_default());
+            sql.push(" AND code = ");
+            sql.arg(code.clone().unwrap_or_default());
+        }
+        QueryValue::Token { system, code } => {
+            let mut parts = 0;
+            if let Some(code) = code {
+                sql.push("code = ");
+                sql.arg(code.clone());
+                parts += 1;
+            }
+            match system {
+                None => {}
+                Some(None) => {
+                    sql.push(if parts > 0 {
+                        " AND system IS NULL"
+                    } else {
+                        "system IS NULL"
+                    });
+                    parts += 1;
+                }
+                Some(Some(s)) => {
+                    sql.push(if parts > 0 {
+                        " AND system = "
+                    } else {
+                        "system = "
+                    });
+                    sql.arg(s.clone());
+                    parts += 1;
+                }
+            }
+            if parts == 0 {
+                sql.push("1");
+            }
+        }
+        // Canonical references are indexed by URL only, so `Type/id` also matches as written.
+        QueryValue::Reference {
+            target_type,
+            target_id,
+            url,
+        } => match target_id {
+            Some(id) => {
+                sql.push("(target_id = ");
+                sql.arg(id.clone());
+                if let Some(t) = target_type {
+                    sql.push(" AND target_type = ");
+                    sql.arg(t.clone());
+                }
+                sql.push(") OR url = ");
+                sql.arg(url.clone());
+            }
+            None => {
+                sql.push("url = ");
+                sql.arg(url.clone());
+            }
+        },
+        QueryValue::Date { prefix, low, high } => date_condition(sql, *prefix, *low, *high),
+        QueryValue::Number {
+            prefix,
+            value,
+            low,
+            high,
+        } => number_condition(sql, *prefix, *value, *low, *high),
+        QueryValue::Quantity {
+            prefix,
+            value,
+            low,
+            high,
+            system,
+            code,
+        } => {
+            number_condition(sql, *prefix, *value, *low, *high);
+            if let Some(s) = system {
+                sql.push(" AND system = ");
+                sql.arg(s.clone());
+            }
+            if let Some(c) = code {
+                if system.is_some() {
+                    sql.push(" AND code = ");
+                    sql.arg(c.clone());
+                } else {
+                    sql.push(" AND (code = ");
+                    sql.arg(c.clone());
+                    sql.push(" OR unit = ");
+                    sql.arg(c.clone());
+                    sql.push(")");
+                }
+            }
+        }
+        QueryValue::Uri(uri) => match modifier {
+            Modifier::Below => {
+                sql.push("uri LIKE ");
+                sql.arg(format!("{}%", escape_like(uri)));
+                sql.push(" ESCAPE '\\'");
+            }
+            Modifier::Above => {
+                sql.push("substr(");
+                sql.arg(uri.clone());
+                sql.push(", 1, length(uri)) = uri");
+            }
+            _ => {
+                sql.push("uri = ");
+                sql.arg(uri.clone());
+            }
+        },
+    }
+}
+
+fn starts_with(sql: &mut Sql, column: &str, prefix: &str) {
+    sql.push(&format!("{column} >= "));
+    sql.arg(prefix.to_string());
+    sql.push(&format!(" AND {column} < "));
+    sql.arg(format!("{prefix}{TEXT_MAX}"));
+}
+
+/// R4 search.html#prefix for ranges: the stored range `[low, high)` against the value's
+/// precision range `[l, h)`.
+fn date_condition(sql: &mut Sql, prefix: Prefix, l: i64, h: i64) {
+    let within = |sql: &mut Sql| {
+        sql.push("(low >= ");
+        sql.arg(l);
+        sql.push(" AND high <= ");
+        sql.arg(h);
+        sql.push(")");
+    };
+    match prefix {
+        Prefix::Eq => within(sql),
+        Prefix::Ne => {
+            sql.push("NOT ");
+            within(sql);
+        }
+        Prefix::Gt => {
+            sql.push("high > ");
+            sql.arg(h);
+        }
+        Prefix::Lt => {
+            sql.push("low < ");
+            sql.arg(l);
+        }
+        Prefix::Ge => {
+            sql.push("high > ");
+            sql.arg(h);
+            sql.push(" OR ");
+            within(sql);
+        }
+        Prefix::Le => {
+            sql.push("low < ");
+            sql.arg(l);
+            sql.push(" OR ");
+            within(sql);
+        }
+        Prefix::Sa => {
+            sql.push("low >= ");
+            sql.arg(h);
+        }
+        Prefix::Eb => {
+            sql.push("high <= ");
+            sql.arg(l);
+        }
+        Prefix::Ap => {
+            // Approximately: the value widened by 10% of its distance from now (R4 leaves the
+            // width to the server).
+            let now = chrono::Utc::now().timestamp_millis();
+            let gap = ((now - l).abs() / 10).max(24 * 3600 * 1000);
+            sql.push("low < ");
+            sql.arg(h.saturating_add(gap));
+            sql.push(" AND high > ");
+            sql.arg(l.saturating_sub(gap));
+        }
+    }
+}
+
+fn number_condition(sql: &mut Sql, prefix: Prefix, value: f64, low: f64, high: f64) {
+    match prefix {
+        Prefix::Eq => {
+            sql.push("value >= ");
+            sql.arg(low);
+            sql.push(" AND value < ");
+            sql.arg(high);
+        }
+        Prefix::Ne => {
+            sql.push("NOT (value >= ");
+            sql.arg(low);
+            sql.push(" AND value < ");
+            sql.arg(high);
+            sql.push(")");
+        }
+        Prefix::Gt | Prefix::Sa => {
+            sql.push("value > ");
+            sql.arg(value);
+        }
+        Prefix::Lt | Prefix::Eb => {
+            sql.push("value < ");
+            sql.arg(value);
+        }
+        Prefix::Ge => {
+            sql.push("value >= ");
+            sql.arg(value);
+        }
+        Prefix::Le => {
+            sql.push("value <= ");
+            sql.arg(value);
+        }
+        Prefix::Ap => {
+            let gap = (value * 0.1).abs();
+            sql.push("value >= ");
+            sql.arg(value - gap);
+            sql.push(" AND value <= ");
+            sql.arg(value + gap);
+        }
+    }
+}
+
+/// The SQL expression of a sort key on the resources row `alias`, with missing values last.
+fn sort_expression(sql: &mut Sql, key: &SortKey, alias: &str) {
+    let param = match &key.by {
+        SortBy::Id => return sql.push(&format!("{alias}.id")),
+        SortBy::LastUpdated => return sql.push(&format!("{alias}.last_updated")),
+        SortBy::Param(p) => p,
+    };
+    let (column, missing_asc, missing_desc): (&str, SqlValue, SqlValue) = match param.kind {
+        ParamKind::String => ("norm", TEXT_MAX.to_string().into(), String::new().into()),
+        ParamKind::Token => ("code", TEXT_MAX.to_string().into(), String::new().into()),
+        ParamKind::Reference => (
+            "COALESCE(target_type || '/' || target_id, url)",
+            TEXT_MAX.to_string().into(),
+            String::new().into(),
+        ),
+        ParamKind::Date if key.descending => ("high", i64::MAX.into(), i64::MIN.into()),
+        ParamKind::Date => ("low", i64::MAX.into(), i64::MIN.into()),
+        ParamKind::Number | ParamKind::Quantity => ("value", f64::MAX.into(), f64::MIN.into()),
+        _ => ("uri", TEXT_MAX.to_string().into(), String::new().into()),
+    };
+    let aggregate = if key.descending { "MAX" } else { "MIN" };
+    sql.push(&format!(
+        "COALESCE((SELECT {aggregate}({column}) FROM {} s WHERE s.rid = {alias}.rid AND s.param = ",
+        table(param.kind)
+    ));
+    sql.arg(param.code.clone());
+    sql.push("), ");
+    sql.arg(if key.descending {
+        missing_desc
+    } else {
+        missing_asc
+    });
+    sql.push(")");
+}
+
+/// Run a search page.
+pub fn search(conn: &Connection, q: &Query) -> FhirResult<Page> {
+    let total = if q.with_total {
+        Some(count(conn, q)?)
+    } else {
+        None
+    };
+    let backwards = q.cursor.as_ref().is_some_and(|c| c.backwards);
+    let mut sql = Sql::default();
+    sql.push("SELECT m.rid, h.version, h.last_updated, h.method, h.body, m.id");
+    for i in 0..q.sort.len() {
+        sql.push(&format!(", m.k{i}"));
+    }
+    sql.push(" FROM (SELECT r.rid AS rid, r.seq AS seq, r.id AS id");
+    for (i, key) in q.sort.iter().enumerate() {
+        sql.push(", ");
+        sort_expression(&mut sql, key, "r");
+        sql.push(&format!(" AS k{i}"));
+    }
+    sql.push(" FROM resources r WHERE r.rtype = ");
+    sql.arg(q.rtype.clone());
+    sql.push(" AND r.deleted = 0");
+    criteria(&mut sql, &q.criteria, "r", &q.rtype);
+    sql.push(") m JOIN resource_history h ON h.seq = m.seq");
+    if let Some(cursor) = &q.cursor {
+        sql.push(" WHERE ");
+        cursor_condition(&mut sql, &q.sort, cursor);
+    }
+    sql.push(" ORDER BY ");
+    for (i, key) in q.sort.iter().enumerate() {
+        let descending = key.descending != backwards;
+        sql.push(&format!(
+            "m.k{i} {}, ",
+            if descending { "DESC" } else { "ASC" }
+        ));
+    }
+    sql.push(if backwards {
+        "m.rid DESC LIMIT "
+    } else {
+        "m.rid ASC LIMIT "
+    });
+    sql.arg((q.count + 1) as i64);
+
+    let mut stmt = conn.prepare_cached(&sql.text)?;
+    let keys = q.sort.len();
+    let mut matches = stmt
+        .query_map(params_from_iter(sql.args.iter()), |row| {
+            let body: Option<String> = row.get(4)?;
+            let method: String = row.get(3)?;
+            let mut sort_values = Vec::with_capacity(keys);
+            for i in 0..keys {
+                sort_values.push(match row.get::<_, SqlValue>(6 + i)? {
+                    SqlValue::Integer(n) => SortValue::Int(n),
+                    SqlValue::Real(f) => SortValue::Real(f),
+                    SqlValue::Text(t) => SortValue::Text(t),
+                    _ => SortValue::Text(String::new()),
+                });
+            }
+            Ok(Match {
+                version: Version {
+                    rtype: q.rtype.clone(),
+                    id: row.get(5)?,
+                    version: row.get::<_, i64>(1)? as u64,
+                    last_updated: millis_to_utc(row.get(2)?),
+                    method: crate::store::WriteMethod::from_http(&method),
+                    body: body.map(Arc::from),
+                },
+                sort_values,
+                row: row.get(0)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let more = matches.len() > q.count;
+    matches.truncate(q.count);
+    if backwards {
+        matches.reverse();
+    }
+    Ok(Page {
+        matches,
+        more,
+        total,
+    })
+}
+
+fn count(conn: &Connection, q: &Query) -> FhirResult<u64> {
+    let mut sql = Sql::default();
+    sql.push("SELECT COUNT(*) FROM resources r WHERE r.rtype = ");
+    sql.arg(q.rtype.clone());
+    sql.push(" AND r.deleted = 0");
+    criteria(&mut sql, &q.criteria, "r", &q.rtype);
+    let n: i64 = conn
+        .prepare_cached(&sql.text)?
+        .query_row(params_from_iter(sql.args.iter()), |r| r.get(0))?;
+    Ok(n as u64)
+}
+
+/// Rows strictly after (or before, going back) the cursor in (keys…, rid) order.
+fn cursor_condition(sql: &mut Sql, sort: &[SortKey], cursor: &Cursor) {
+    let after = |descending: bool| {
+        if descending != cursor.backwards {
+            "<"
+        } else {
+            ">"
+        }
+    };
+    sql.push("(");
+    for i in 0..=sort.len() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("(");
+        for j in 0..i {
+            sql.push(&format!("m.k{j} = "));
+            sql.arg(sort_arg(cursor.values.get(j)));
+            sql.push(" AND ");
+        }
+        if i < sort.len() {
+            sql.push(&format!("m.k{i} {} ", after(sort[i].descending)));
+            sql.arg(sort_arg(cursor.values.get(i)));
+        } else {
+            sql.push(&format!("m.rid {} ", after(false)));
+            sql.arg(cursor.row);
+        }
+        sql.push(")");
+    }
+    sql.push(")");
+}
+
+fn sort_arg(value: Option<&SortValue>) -> SqlValue {
+    match value {
+        Some(SortValue::Int(n)) => (*n).into(),
+        Some(SortValue::Real(f)) => (*f).into(),
+        Some(SortValue::Text(t)) => t.clone().into(),
+        None => SqlValue::Null,
+    }
+}
+
+/// `_include` targets.
+pub fn outgoing(
+    conn: &Connection,
+    sources: &[(String, String)],
+    param: Option<&str>,
+    target_type: Option<&str>,
+) -> FhirResult<Vec<(String, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT x.target_type, x.target_id FROM resources s
+         JOIN idx_reference x ON x.rid = s.rid
+         WHERE s.rtype = ?1 AND s.id = ?2 AND x.target_id IS NOT NULL AND x.target_type IS NOT NULL
+           AND (?3 IS NULL OR x.param = ?3) AND (?4 IS NULL OR x.target_type = ?4)",
+    )?;
+    let mut out = Vec::new();
+    for (rtype, id) in sources {
+        let rows = stmt.query_map(params![rtype, id, param, target_type], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        for row in rows {
+            let pair: (String, String) = row?;
+            if !out.contains(&pair) {
+                out.push(pair);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `_revinclude` sources.
+pub fn incoming(
+    conn: &Connection,
+    source_type: &str,
+    param: Option<&str>,
+    targets: &[(String, String)],
+) -> FhirResult<Vec<(String, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT s.rtype, s.id FROM idx_reference x JOIN resources s ON s.rid = x.rid
+         WHERE x.rtype = ?1 AND (?2 IS NULL OR x.param = ?2) AND x.target_type = ?3 AND x.target_id = ?4
+           AND s.deleted = 0",
+    )?;
+    let mut out = Vec::new();
+    for (rtype, id) in targets {
+        let rows = stmt.query_map(params![source_type, param, rtype, id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        for row in rows {
+            let pair: (String, String) = row?;
+            if !out.contains(&pair) {
+                out.push(pair);
+            }
+        }
+    }
+    Ok(out)
+}
