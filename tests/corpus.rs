@@ -7,14 +7,9 @@
 //! creates each of the ~704 valid official R4 examples … and reads it back identical apart from
 //! `meta`, while the invalid ones are refused with 400".
 //!
-//! The package is not in the repository (18.8 MB). Point `FP_R4_EXAMPLES_DIR` at the folder it
-//! was extracted into (the one holding `package/`):
-//!
-//! ```sh
-//! mkdir -p ../r4-examples && cd ../r4-examples
-//! npm pack hl7.fhir.r4.examples@4.0.1 && tar xzf hl7.fhir.r4.examples-4.0.1.tgz
-//! export FP_R4_EXAMPLES_DIR=$PWD
-//! ```
+//! The package is not in the repository (18.8 MB): `$FP_R4_EXAMPLES_DIR` names its extracted
+//! folder, or the harness fetches it once with npm into `target/third-party/r4-examples/`
+//! (`common::r4_examples_dir`).
 //!
 //! The package also holds the specification's own definitions (1,400 SearchParameters, 1,316
 //! ValueSets, 1,062 CodeSystems, 655 StructureDefinitions, 80 ConceptMaps, and 14 collection
@@ -116,27 +111,8 @@ fn include_definitions() -> bool {
     std::env::var("FP_CORPUS_ALL").is_ok_and(|v| v == "1")
 }
 
-const HOW_TO_GET_IT: &str = "get the examples with:\n  \
-     mkdir -p ../r4-examples && cd ../r4-examples && npm pack hl7.fhir.r4.examples@4.0.1 && \
-     tar xzf hl7.fhir.r4.examples-4.0.1.tgz\n\
-     then run the tests with FP_R4_EXAMPLES_DIR=<that folder> (the one holding package/)";
-
 fn examples_dir() -> PathBuf {
-    let Ok(dir) = std::env::var("FP_R4_EXAMPLES_DIR") else {
-        panic!("FP_R4_EXAMPLES_DIR is not set; {HOW_TO_GET_IT}");
-    };
-    let dir = PathBuf::from(dir);
-    let package = dir.join("package");
-    if package.join("Patient-example.json").is_file() {
-        return package;
-    }
-    if dir.join("Patient-example.json").is_file() {
-        return dir;
-    }
-    panic!(
-        "FP_R4_EXAMPLES_DIR={} holds no extracted hl7.fhir.r4.examples package (no package/Patient-example.json); {HOW_TO_GET_IT}",
-        dir.display()
-    );
+    common::r4_examples_dir()
 }
 
 struct Example {

@@ -24,13 +24,8 @@
 //! fhirpath.js the same way. A parameter covered by neither fails the test unless it is in
 //! [`ALLOW_UNCOVERED`] with its reason.
 //!
-//! The package is not in the repository; `.ci/run` fetches it. By hand:
-//!
-//! ```sh
-//! mkdir -p target/third-party/r4-examples && cd target/third-party/r4-examples
-//! npm pack hl7.fhir.r4.examples@4.0.1 && tar xzf hl7.fhir.r4.examples-4.0.1.tgz
-//! export FP_R4_EXAMPLES_DIR=$PWD/package
-//! ```
+//! The package is not in the repository: `$FP_R4_EXAMPLES_DIR` names its extracted folder, or
+//! the harness fetches it once with npm into `target/third-party/r4-examples/`.
 
 mod common;
 
@@ -86,27 +81,9 @@ const COMPOSITE: &str = "composite: covered by tests/search_composite.rs";
 // Third-party material: the R4 examples and fhirpath.js
 // ---------------------------------------------------------------------------------------------
 
-const HOW_TO_GET_EXAMPLES: &str = "get the official R4 examples with:\n  \
-     mkdir -p target/third-party/r4-examples && cd target/third-party/r4-examples && \
-     npm pack hl7.fhir.r4.examples@4.0.1 && tar xzf hl7.fhir.r4.examples-4.0.1.tgz\n\
-     then run the test with FP_R4_EXAMPLES_DIR=$PWD/package (`.ci/run` does both)";
-
 /// The folder holding the extracted examples (`…/package`).
 fn examples_dir() -> PathBuf {
-    let Some(dir) = std::env::var_os("FP_R4_EXAMPLES_DIR") else {
-        panic!("FP_R4_EXAMPLES_DIR is not set; {HOW_TO_GET_EXAMPLES}");
-    };
-    let dir = PathBuf::from(dir);
-    for candidate in [dir.join("package"), dir.clone()] {
-        if candidate.join("Patient-example.json").is_file() {
-            return candidate;
-        }
-    }
-    panic!(
-        "FP_R4_EXAMPLES_DIR={} holds no extracted hl7.fhir.r4.examples package \
-         (no Patient-example.json); {HOW_TO_GET_EXAMPLES}",
-        dir.display()
-    );
+    common::r4_examples_dir()
 }
 
 /// Install (once) and return the directory holding `node_modules/fhirpath` (the same

@@ -938,3 +938,46 @@ pub fn is_fhir_id(id: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
+
+// ---------------------------------------------------------------------------------------------
+// Third-party test data
+// ---------------------------------------------------------------------------------------------
+
+/// The extracted official R4 examples (npm `hl7.fhir.r4.examples@4.0.1`, its `package/`
+/// folder): `$FP_R4_EXAMPLES_DIR` when set, otherwise fetched once with npm into
+/// `target/third-party/r4-examples/`. Panics with what went wrong, never skips.
+pub fn r4_examples_dir() -> PathBuf {
+    let dir = match std::env::var_os("FP_R4_EXAMPLES_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/third-party/r4-examples");
+            if !dir.join("package/Patient-example.json").is_file() {
+                std::fs::create_dir_all(&dir).expect("create target/third-party/r4-examples");
+                let run = |program: &str, args: &[&str]| {
+                    let status = Command::new(program)
+                        .args(args)
+                        .current_dir(&dir)
+                        .status()
+                        .unwrap_or_else(|e| panic!("the R4 example corpus needs `{program}`: {e}"));
+                    assert!(
+                        status.success(),
+                        "`{program} {}` failed: {status}",
+                        args.join(" ")
+                    );
+                };
+                run("npm", &["pack", "--silent", "hl7.fhir.r4.examples@4.0.1"]);
+                run("tar", &["xzf", "hl7.fhir.r4.examples-4.0.1.tgz"]);
+            }
+            dir
+        }
+    };
+    for candidate in [dir.join("package"), dir.clone()] {
+        if candidate.join("Patient-example.json").is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "{} holds no extracted hl7.fhir.r4.examples package (no Patient-example.json)",
+        dir.display()
+    );
+}
