@@ -8,6 +8,8 @@
 //! `hl7.fhir.r4.examples@4.0.1`; definitional resources only with `FP_ORACLE_FULL=1`); Bundle
 //! entries are judged as resources of their own too.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,35 +18,7 @@ use std::process::{Command, Stdio};
 use foster_passport::search::fhirpath::compile;
 use serde_json::Value;
 
-const FHIRPATH_JS: &str = "fhirpath@5.2.0";
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
-
-/// Install (once) and return the directory holding `node_modules/fhirpath`.
-fn fhirpath_js() -> PathBuf {
-    let dir = Path::new(MANIFEST).join("target/third-party/fhirpath-node");
-    let package = dir.join("node_modules/fhirpath/package.json");
-    let installed = std::fs::read_to_string(&package)
-        .ok()
-        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-        .is_some_and(|p| p["version"] == "5.2.0");
-    if !installed {
-        std::fs::create_dir_all(&dir).expect("create target/third-party/fhirpath-node");
-        let status = Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&dir)
-            .arg(FHIRPATH_JS)
-            .status()
-            .unwrap_or_else(|e| {
-                panic!("the FHIRPath oracle needs npm to install {FHIRPATH_JS}: {e}")
-            });
-        assert!(
-            status.success() && package.exists(),
-            "`npm install --prefix {} {FHIRPATH_JS}` failed ({status}); the oracle cannot run",
-            dir.display()
-        );
-    }
-    dir
-}
 
 /// `(label, resource)` pairs from every example source; Bundle entries are added as well.
 fn examples() -> Vec<(String, Value)> {
@@ -232,7 +206,7 @@ fn multiset<'v>(values: impl IntoIterator<Item = &'v Value>) -> Vec<String> {
 
 #[test]
 fn search_expressions_agree_with_fhirpath_js() {
-    let node_dir = fhirpath_js();
+    let node_dir = common::fhirpath_js();
     let params = parameters();
     let examples = examples();
 

@@ -41,7 +41,6 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
-const FHIRPATH_JS: &str = "fhirpath@5.2.0";
 
 /// Examples larger than this (the specification's big definition Bundles, StructureDefinitions
 /// and ValueSets) are not loaded.
@@ -84,32 +83,6 @@ const COMPOSITE: &str = "composite: covered by tests/search_composite.rs";
 /// The folder holding the extracted examples (`…/package`).
 fn examples_dir() -> PathBuf {
     common::r4_examples_dir()
-}
-
-/// Install (once) and return the directory holding `node_modules/fhirpath` (the same
-/// installation `tests/fhirpath_oracle.rs` uses).
-fn fhirpath_js() -> PathBuf {
-    let dir = Path::new(MANIFEST).join("target/third-party/fhirpath-node");
-    let package = dir.join("node_modules/fhirpath/package.json");
-    let installed = std::fs::read_to_string(&package)
-        .ok()
-        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-        .is_some_and(|p| p["version"] == "5.2.0");
-    if !installed {
-        std::fs::create_dir_all(&dir).expect("create target/third-party/fhirpath-node");
-        let status = Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&dir)
-            .arg(FHIRPATH_JS)
-            .status()
-            .unwrap_or_else(|e| panic!("this test needs npm to install {FHIRPATH_JS}: {e}"));
-        assert!(
-            status.success() && package.exists(),
-            "`npm install --prefix {} {FHIRPATH_JS}` failed ({status}); the test cannot run",
-            dir.display()
-        );
-    }
-    dir
 }
 
 /// One node value from fhirpath.js: its FHIR data type and its JSON.
@@ -1503,7 +1476,7 @@ const DEFINITION_TYPES: &[&str] = &[
 async fn every_listed_search_parameter_is_indexed() {
     let started = Instant::now();
     let examples_dir = examples_dir();
-    let node_dir = fhirpath_js();
+    let node_dir = common::fhirpath_js();
     let server = Server::start();
     let client = server.client();
 

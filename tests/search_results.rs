@@ -33,49 +33,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use common::search::Cases;
 use common::{Client, Server, next_link};
 use serde_json::{Value, json};
-
-/// Sub-cases run as tasks; a panicking one is recorded and the others go on.
-#[derive(Default)]
-struct Cases {
-    handles: Vec<(String, tokio::task::JoinHandle<()>)>,
-}
-
-impl Cases {
-    fn spawn(&mut self, name: impl Into<String>, fut: impl Future<Output = ()> + Send + 'static) {
-        self.handles.push((name.into(), tokio::spawn(fut)));
-    }
-
-    async fn finish(self) {
-        let total = self.handles.len();
-        let mut failures = Vec::new();
-        for (name, handle) in self.handles {
-            if let Err(e) = handle.await {
-                let msg = if e.is_panic() {
-                    let p = e.into_panic();
-                    p.downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_else(|| "panic".into())
-                } else {
-                    e.to_string()
-                };
-                failures.push(format!("[{name}] {msg}"));
-            }
-        }
-        assert!(
-            failures.is_empty(),
-            "{} of {total} sub-cases failed:\n\n{}",
-            failures.len(),
-            failures.join("\n\n")
-        );
-    }
-}
 
 /// GET a search, assert 200 and a searchset Bundle whose entries all carry `search.mode`.
 async fn search(client: &Client, query: &str) -> Value {

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod schema;
+pub mod search;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -980,4 +981,33 @@ pub fn r4_examples_dir() -> PathBuf {
         "{} holds no extracted hl7.fhir.r4.examples package (no Patient-example.json)",
         dir.display()
     );
+}
+
+/// The third-party FHIRPath engine, npm `fhirpath@5.2.0` (pinned: later versions need a UCUM
+/// package the registry lacks), installed once into `target/third-party/fhirpath-node/`;
+/// returns the directory holding `node_modules/fhirpath`. Panics without npm, never skips.
+pub fn fhirpath_js() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/third-party/fhirpath-node");
+    let package = dir.join("node_modules/fhirpath/package.json");
+    let installed = std::fs::read_to_string(&package)
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .is_some_and(|p| p["version"] == "5.2.0");
+    if !installed {
+        std::fs::create_dir_all(&dir).expect("create target/third-party/fhirpath-node");
+        let status = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .arg("fhirpath@5.2.0")
+            .status()
+            .unwrap_or_else(|e| {
+                panic!("the FHIRPath oracle needs npm to install fhirpath@5.2.0: {e}")
+            });
+        assert!(
+            status.success() && package.exists(),
+            "`npm install --prefix {} fhirpath@5.2.0` failed ({status}); the oracle cannot run",
+            dir.display()
+        );
+    }
+    dir
 }
