@@ -217,12 +217,25 @@ fn identifier(ident: &Value, push: &mut dyn FnMut(IndexValue)) {
 
 fn references(node: Node<'_>, push: &mut dyn FnMut(IndexValue)) {
     match node.value {
-        // canonical / uri: the target's type and id are unknown.
-        Value::String(url) => push(IndexValue::Reference {
-            target_type: None,
-            target_id: None,
-            url: url.clone(),
-        }),
+        // canonical / uri: relative forms (`Questionnaire/gcs`, or a bare id) are matched like
+        // references; absolute canonicals by URL only.
+        Value::String(url) => {
+            let unversioned = url.split('|').next().unwrap_or(url);
+            let (target_type, target_id) = match split_reference(unversioned) {
+                Some((t, id)) if !unversioned.contains("://") => {
+                    (Some(t.to_string()), Some(id.to_string()))
+                }
+                _ if crate::fhir::ids::is_valid_id(unversioned) => {
+                    (None, Some(unversioned.to_string()))
+                }
+                _ => (None, None),
+            };
+            push(IndexValue::Reference {
+                target_type,
+                target_id,
+                url: url.clone(),
+            })
+        }
         // A resource in place of a reference (`Bundle.entry[0].resource` for `Bundle?composition=`).
         Value::Object(_) if node.value.get("resourceType").is_some() => {
             if let (Some(ty), Some(id)) = (

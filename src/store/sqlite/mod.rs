@@ -22,7 +22,8 @@ use super::{
 use crate::error::{FhirError, FhirResult};
 
 /// Migrations, applied in order; the `schema_version` table records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE resource_history (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
     rtype        TEXT    NOT NULL,
@@ -79,7 +80,12 @@ CREATE TABLE idx_uri (rid INTEGER NOT NULL, grp INTEGER, rtype TEXT NOT NULL, pa
     uri TEXT NOT NULL);
 CREATE INDEX idx_uri_lookup ON idx_uri (rtype, param, uri);
 CREATE INDEX idx_uri_rid ON idx_uri (rid);
-"#];
+"#,
+    r#"
+-- Instance history, newest first, without walking the type's whole history.
+CREATE INDEX resource_history_by_instance ON resource_history (rtype, id, seq);
+"#,
+];
 
 /// Every index table (an update or deletion clears the resource's rows from each).
 const INDEX_TABLES: &[&str] = &[

@@ -326,21 +326,18 @@ fn value_condition(sql: &mut Sql, param: &ParamRef, modifier: &Modifier, value: 
                 sql.push("1");
             }
         }
-        // Canonical references are indexed by URL only, so `Type/id` also matches as written.
         QueryValue::Reference {
             target_type,
             target_id,
             url,
         } => match target_id {
             Some(id) => {
-                sql.push("(target_id = ");
+                sql.push("target_id = ");
                 sql.arg(id.clone());
                 if let Some(t) = target_type {
                     sql.push(" AND target_type = ");
                     sql.arg(t.clone());
                 }
-                sql.push(") OR url = ");
-                sql.arg(url.clone());
             }
             None => {
                 sql.push("url = ");
@@ -539,6 +536,17 @@ fn sort_expression(sql: &mut Sql, key: &SortKey, alias: &str) {
     sql.push(")");
 }
 
+/// With a criterion that names matching rows, `+` keeps SQLite from walking every resource of
+/// the type through the (rtype, id) index and makes it drive from the criterion's index instead.
+fn type_term(list: &[Criterion]) -> &'static str {
+    let selective = list.iter().any(|c| match c {
+        Criterion::Missing { .. } => false,
+        Criterion::Match { modifier, .. } => *modifier != Modifier::Not,
+        _ => true,
+    });
+    if selective { "+" } else { "" }
+}
+
 /// Run a search page.
 pub fn search(conn: &Connection, q: &Query) -> FhirResult<Page> {
     let total = if q.with_total {
@@ -558,7 +566,10 @@ pub fn search(conn: &Connection, q: &Query) -> FhirResult<Page> {
         sort_expression(&mut sql, key, "r");
         sql.push(&format!(" AS k{i}"));
     }
-    sql.push(" FROM resources r WHERE r.rtype = ");
+    sql.push(&format!(
+        " FROM resources r WHERE {}r.rtype = ",
+        type_term(&q.criteria)
+    ));
     sql.arg(q.rtype.clone());
     sql.push(" AND r.deleted = 0");
     criteria(&mut sql, &q.criteria, "r", &q.rtype);
@@ -625,7 +636,10 @@ pub fn search(conn: &Connection, q: &Query) -> FhirResult<Page> {
 
 fn count(conn: &Connection, q: &Query) -> FhirResult<u64> {
     let mut sql = Sql::default();
-    sql.push("SELECT COUNT(*) FROM resources r WHERE r.rtype = ");
+    sql.push(&format!(
+        "SELECT COUNT(*) FROM resources r WHERE {}r.rtype = ",
+        type_term(&q.criteria)
+    ));
     sql.arg(q.rtype.clone());
     sql.push(" AND r.deleted = 0");
     criteria(&mut sql, &q.criteria, "r", &q.rtype);

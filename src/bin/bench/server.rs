@@ -1,0 +1,127 @@
+//! Starting our server as a child process, and the temporary directory it works in. Both clean
+//! up in `Drop`, so an error or a panic anywhere in the benchmark still kills the server.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::Result;
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct WorkDir(PathBuf);
+
+impl WorkDir {
+    pub fn create() -> Result<Self> {
+        let path =
+            std::env::temp_dir().join(format!("foster-passport-bench-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `foster-passport serve`, killed on drop.
+pub struct ServerProcess {
+    child: Child,
+    /// FHIR base from the server's `listening on …` line.
+    pub base: String,
+    log: PathBuf,
+}
+
+const LISTENING: &str = "listening on ";
+
+impl ServerProcess {
+    /// Start `bin serve --listen 127.0.0.1:0 --database db` and wait for its listening line.
+    /// Its log (stderr) goes to `log`.
+    pub fn start(bin: &Path, database: &str, log: &Path, wait: Duration) -> Result<Self> {
+        let stderr = std::fs::File::create(log)?;
+        let mut child = Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--database", database])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        // Reads the first line, then keeps draining stdout so the server never blocks on it.
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = tx.send(lines.next());
+            for _ in lines.by_ref() {}
+        });
+        let mut server = Self {
+            child,
+            base: String::new(),
+            log: log.to_owned(),
+        };
+        let first = match rx.recv_timeout(wait) {
+            Ok(Some(Ok(line))) => line,
+            Ok(_) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(server.failure("exited before printing its listening line"));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(server.failure(&format!("printed nothing within {wait:?}")));
+            }
+        };
+        match first.strip_prefix(LISTENING) {
+            Some(base) => server.base = base.trim().to_owned(),
+            None => {
+                return Err(server.failure(&format!("first stdout line was {first:?}")));
+            }
+        }
+        Ok(server)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn failure(&mut self, what: &str) -> super::Error {
+        self.kill();
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!("server {what}; last log lines:\n{}", tail.join("\n")).into()
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`.
+    pub fn stop(mut self, grace: Duration) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("server did not exit within {grace:?} of SIGTERM; killing it");
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

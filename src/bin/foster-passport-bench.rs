@@ -1,0 +1,304 @@
+//! `foster-passport-bench`: load and throughput benchmark for the foster-passport FHIR server.
+//!
+//! ```text
+//! cargo run --release --bin foster-passport-bench -- [--patients 10000] [--clients 16] \
+//!     [--duration 10s] [--warmup 2s] [--workloads read,create,update,history] \
+//!     [--server-bin PATH] [--database URL] [--target URL] [--compare URL] \
+//!     [--no-write-results] [--label TEXT]
+//! ```
+//!
+//! By default it builds (under `cargo run`) and starts `foster-passport serve` from the same
+//! target directory on a fresh SQLite database in a temporary directory, loads 100 shared
+//! Practitioners and `--patients` synthetic pediatric patients (Patient + Condition +
+//! AllergyIntolerance + Immunization + CareTeam + one or two ServiceRequests) through
+//! transaction Bundles and reports the load rate. Then, for each workload, it runs
+//! `--clients` concurrent HTTP/1.1 keep-alive connections for `--warmup` plus `--duration`
+//! and reports requests/s and latency percentiles. Results are printed and appended to
+//! `BENCHMARKS.md` at the repository root (see `--results-file`, `--no-write-results`).
+//!
+//! The default workloads are read, create, update and history. The search workloads run only
+//! when named: `--workloads search-family,search-identifier,search-careteam,\
+//! search-servicerequest,search-birthdate-paging` (see `bench::workload::Workload`).
+//!
+//! `--target URL` benchmarks a server that is already running (its FHIR base, e.g. the HFS
+//! peer at `http://127.0.0.1:8101`) instead of starting ours; `--compare URL` benchmarks ours
+//! and then that server in the same invocation and adds a ratio table. Run it on an otherwise
+//! idle machine: client and server share the CPUs.
+
+mod bench;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+
+use bench::Result;
+use bench::http::Target;
+use bench::load::{self, LoadMode};
+use bench::report::{self, Context, Run};
+use bench::server::{ServerProcess, WorkDir};
+use bench::sys;
+use bench::workload::{self, Corpus, Settings, Shared, Workload};
+
+/// Benchmark a FHIR server: load synthetic patients, then measure read, create, update, history
+/// and searches under concurrent keep-alive clients.
+#[derive(Parser, Debug)]
+#[command(name = "foster-passport-bench", version)]
+struct Cli {
+    /// Synthetic patients to load (each with 5 or 6 more resources).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    patients: u64,
+    /// Concurrent clients, one keep-alive connection each.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    clients: u64,
+    /// Measured time per workload (e.g. 10s, 500ms, 1m).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Unmeasured warm-up before each workload's measured time.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Workloads to run, in order [default: read,create,update,history; the search-* ones run
+    /// only when named].
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Workload::ALL)]
+    workloads: Vec<Workload>,
+    /// Server binary to start [default: foster-passport next to this executable].
+    #[arg(long, conflicts_with = "target")]
+    server_bin: Option<PathBuf>,
+    /// Database URL for our server [default: SQLite in a fresh temporary directory].
+    #[arg(long, conflicts_with = "target")]
+    database: Option<String>,
+    /// Benchmark an already running server at this FHIR base URL instead of starting ours.
+    #[arg(long)]
+    target: Option<String>,
+    /// After the main run, run the same workloads against this FHIR base URL (e.g. the HFS
+    /// peer) and report the ratios.
+    #[arg(long)]
+    compare: Option<String>,
+    /// Do not `cargo build` the server binary first when run under `cargo run`.
+    #[arg(long)]
+    no_build: bool,
+    /// How to load the patients.
+    #[arg(long, value_enum, default_value_t = LoadMode::Transaction)]
+    load_mode: LoadMode,
+    /// Resources per transaction Bundle when loading.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(4..))]
+    bundle_size: u64,
+    /// Load requests in flight at once.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=256))]
+    load_concurrency: u64,
+    /// Threads of the bench's own async runtime.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=256))]
+    client_threads: u64,
+    /// Per-request timeout.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    request_timeout: Duration,
+    /// Bearer token sent in `Authorization` on every request.
+    #[arg(long, env = "FP_BENCH_TOKEN", hide_env_values = true)]
+    bearer_token: Option<String>,
+    /// Print results only; do not append them to the results file.
+    #[arg(long)]
+    no_write_results: bool,
+    /// File the results are appended to.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md"))]
+    results_file: PathBuf,
+    /// Free text for the heading of the results section.
+    #[arg(long)]
+    label: Option<String>,
+}
+
+fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a duration such as 10s, 500ms or 1m"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        other => return Err(format!("{s:?}: unknown unit {other:?} (use ms, s or m)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.client_threads as usize)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            r = run(&cli) => r,
+            _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("foster-passport-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> Result<()> {
+    let mut workloads = cli.workloads.clone();
+    workloads.dedup();
+    let patients = cli.patients as usize;
+    let corpus = Arc::new(Corpus::build(patients, &workloads)?);
+    let token = cli.bearer_token.as_deref();
+
+    let mut runs = Vec::new();
+    if let Some(url) = &cli.target {
+        let target = Target::new(url, token)?;
+        runs.push(bench_server(cli, &workloads, &corpus, target, url.clone(), None).await?);
+    } else {
+        let workdir = WorkDir::create()?;
+        let bin = server_bin(cli)?;
+        let database = cli
+            .database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", workdir.path().join("bench.db").display()));
+        let backend = database.split(':').next().unwrap_or("?").to_owned();
+        eprintln!("starting {} on {database}", bin.display());
+        let log = workdir.path().join("server.log");
+        let server = ServerProcess::start(&bin, &database, &log, Duration::from_secs(60))?;
+        eprintln!("server listening at {}", server.base);
+        let target = Target::new(&server.base, token)?;
+        let title = format!("foster-passport ({backend})");
+        let run = bench_server(cli, &workloads, &corpus, target, title, Some(server.pid())).await;
+        server.stop(Duration::from_secs(10));
+        runs.push(run?);
+    }
+    if let Some(url) = &cli.compare {
+        let target = Target::new(url, token)?;
+        runs.push(bench_server(cli, &workloads, &corpus, target, url.clone(), None).await?);
+    }
+
+    for run in &runs {
+        report::print_run(run);
+    }
+    report::print_ratios(&runs);
+
+    if !cli.no_write_results {
+        let ctx = Context {
+            date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+            label: cli.label.clone(),
+            machine: sys::machine(),
+            commit: sys::git_commit(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))),
+            command: report::command_line(),
+            patients,
+            clients: cli.clients as usize,
+            warmup: cli.warmup,
+            duration: cli.duration,
+            client_threads: cli.client_threads as usize,
+        };
+        report::append(&cli.results_file, &report::section(&ctx, &runs))?;
+        println!("\nappended to {}", cli.results_file.display());
+    }
+    Ok(())
+}
+
+/// The server binary; under `cargo run`, first brought up to date with `cargo build`.
+fn server_bin(cli: &Cli) -> Result<PathBuf> {
+    if let Some(bin) = &cli.server_bin {
+        return Ok(bin.clone());
+    }
+    let exe = std::env::current_exe()?;
+    let bin = exe
+        .parent()
+        .ok_or("executable has no directory")?
+        .join("foster-passport");
+    if let (false, Some(cargo)) = (cli.no_build, std::env::var_os("CARGO")) {
+        let mut build = std::process::Command::new(cargo);
+        build
+            .args(["build", "--bin", "foster-passport"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        eprintln!("building foster-passport ({build:?})");
+        if !build.status()?.success() {
+            return Err("cargo build of foster-passport failed".into());
+        }
+    }
+    if !bin.exists() {
+        return Err(format!(
+            "{} not found: build it with `cargo build --release --bin foster-passport`, or pass --server-bin",
+            bin.display()
+        )
+        .into());
+    }
+    Ok(bin)
+}
+
+/// Load the patients into `target`, then run every workload against it.
+async fn bench_server(
+    cli: &Cli,
+    workloads: &[Workload],
+    corpus: &Arc<Corpus>,
+    target: Target,
+    title: String,
+    server_pid: Option<u32>,
+) -> Result<Run> {
+    let target = Arc::new(target);
+    eprintln!(
+        "[{title}] loading {} patients into {}",
+        cli.patients, target.base
+    );
+    let mut load = load::load(
+        target.clone(),
+        cli.patients as usize,
+        cli.bundle_size as usize,
+        cli.load_concurrency as usize,
+        cli.load_mode,
+    )
+    .await?;
+    eprintln!("[{title}] load: {}", load.describe());
+    let etags = std::mem::take(&mut load.etags);
+    let shared = Arc::new(Shared::new(target, corpus.clone(), etags).await?);
+    let settings = Settings {
+        clients: cli.clients as usize,
+        warmup: cli.warmup,
+        duration: cli.duration,
+        request_timeout: cli.request_timeout,
+        server_pid,
+    };
+    let mut results = Vec::new();
+    for &w in workloads {
+        eprintln!(
+            "[{title}] {}: {} with {} clients, {:?} warm-up + {:?}",
+            w.name(),
+            w.request_line(),
+            settings.clients,
+            settings.warmup,
+            settings.duration
+        );
+        for r in workload::run(w, shared.clone(), &settings).await? {
+            eprintln!(
+                "[{title}] {}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+                r.name,
+                r.per_sec(),
+                r.ms(0.5),
+                r.ms(0.99),
+                r.errors
+            );
+            if let Some(e) = r.first_error.as_deref().filter(|_| r.errors > 0) {
+                eprintln!("[{title}] {}: first error: {e}", r.name);
+            }
+            results.push(r);
+        }
+    }
+    Ok(Run {
+        title,
+        load,
+        results,
+    })
+}
