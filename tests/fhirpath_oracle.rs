@@ -11,9 +11,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use foster_passport::search::fhirpath::compile;
 use serde_json::Value;
@@ -261,25 +259,7 @@ fn search_expressions_agree_with_fhirpath_js() {
     input.push(b']');
 
     let script = Path::new(MANIFEST).join("tests/fixtures/fhirpath/oracle.js");
-    let mut child = Command::new("node")
-        .arg(&script)
-        .arg(&node_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("the FHIRPath oracle needs node: {e}"));
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let output = child.wait_with_output().expect("run node");
-    writer.join().unwrap().expect("write to node");
-    assert!(
-        output.status.success(),
-        "node oracle.js failed: {}",
-        output.status
-    );
-    let answers: Vec<Vec<Value>> =
-        serde_json::from_slice(&output.stdout).expect("oracle output is JSON");
+    let answers = common::run_node_json(&script, &node_dir, input);
 
     let mut compiled = BTreeMap::new();
     let (mut pairs, mut nodes, mut fallbacks, mut excluded) = (0usize, 0usize, 0usize, 0usize);

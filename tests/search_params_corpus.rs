@@ -30,9 +30,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -106,25 +104,7 @@ fn fhirpath_eval(
     }
     input.push(b']');
     let script = Path::new(MANIFEST).join("tests/fixtures/search-params/eval.js");
-    let mut child = Command::new("node")
-        .arg(&script)
-        .arg(node_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("this test needs node to run fhirpath.js: {e}"));
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let output = child.wait_with_output().expect("run node");
-    writer.join().unwrap().expect("write to node");
-    assert!(
-        output.status.success(),
-        "node eval.js failed: {}",
-        output.status
-    );
-    let answers: Vec<Vec<Value>> =
-        serde_json::from_slice(&output.stdout).expect("eval.js output is JSON");
+    let answers = common::run_node_json(&script, node_dir, input);
     assert_eq!(
         answers.len(),
         items.len(),

@@ -1011,3 +1011,33 @@ pub fn fhirpath_js() -> PathBuf {
     }
     dir
 }
+
+/// Run a node script of `tests/fixtures/` with fhirpath.js's folder as its argument, `input` on
+/// stdin, and its stdout parsed as one JSON answer list per input item.
+pub fn run_node_json(script: &Path, node_dir: &Path, input: Vec<u8>) -> Vec<Vec<Value>> {
+    use std::io::Write;
+    let name = script
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let mut child = Command::new("node")
+        .arg(script)
+        .arg(node_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{name} needs node to run fhirpath.js: {e}"));
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let output = child.wait_with_output().expect("run node");
+    writer.join().expect("stdin writer").expect("write to node");
+    assert!(
+        output.status.success(),
+        "node {name} failed: {}",
+        output.status
+    );
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{name} output is not JSON: {e}"))
+}
