@@ -3,7 +3,7 @@
 
 use axum::body::Body as HttpBody;
 use axum::http::{HeaderMap, Method, header};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use serde_json::Value;
 
 use crate::error::{FhirError, FhirResult};
@@ -113,26 +113,47 @@ pub async fn read_body(
 ) -> FhirResult<bytes::Bytes> {
     let too_large =
         || FhirError::PayloadTooLarge(format!("the request body is larger than {limit} bytes"));
-    if let Some(len) = headers
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        && len > limit
-    {
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut body = body;
+    if declared.is_some_and(|len| len > limit) {
+        drain(&mut body, limit).await;
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(too_large())
+    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0));
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| FhirError::bad_request(format!("cannot read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                drain(&mut body, limit).await;
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&data);
         }
-        Err(e) => Err(FhirError::bad_request(format!(
-            "cannot read the request body: {e}"
-        ))),
     }
+    Ok(buf.freeze())
+}
+
+/// Reads and discards what is left of a body that is too large, so the client, still
+/// writing, sees our 413 rather than a broken pipe (a "lingering close"). Bounded in bytes
+/// and time: a client sending far more than the limit gets its connection closed instead.
+async fn drain(body: &mut HttpBody, limit: usize) {
+    let cap = limit.saturating_mul(4).max(1024 * 1024);
+    let mut seen = 0usize;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                seen += data.len();
+                if seen > cap {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
 }
 
 fn media_type(headers: &HeaderMap) -> Option<String> {
