@@ -18,6 +18,133 @@ pub struct Cli {
 pub enum Command {
     /// Run the FHIR server.
     Serve(ServeArgs),
+    /// Manage registered OAuth clients.
+    #[command(subcommand)]
+    Client(ClientCommand),
+    /// Manage the built-in login page's users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Create an EHR launch context for a patient and print its `launch` value.
+    Launch(LaunchArgs),
+    /// Generate a signing key pair: `PREFIX.pem` (private, PKCS#8) and `PREFIX.jwks.json`.
+    Keygen(KeygenArgs),
+}
+
+/// `client …`
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register (or replace) a client.
+    Add(ClientAddArgs),
+    /// List registered clients.
+    List(DatabaseArgs),
+    /// Remove a client.
+    Remove {
+        /// Its client_id.
+        id: String,
+        /// The database.
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+}
+
+/// `client add` options.
+#[derive(Debug, Args)]
+pub struct ClientAddArgs {
+    /// client_id.
+    #[arg(long)]
+    pub id: String,
+    /// The most the client may ever be granted (space-separated SMART scopes).
+    #[arg(long)]
+    pub scope: String,
+    /// Display name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Its JWK Set, by value (a file).
+    #[arg(long, conflicts_with = "jwks_uri")]
+    pub jwks: Option<PathBuf>,
+    /// Its JWK Set URL (fetched when needed, cached as its Cache-Control allows).
+    #[arg(long)]
+    pub jwks_uri: Option<String>,
+    /// A client secret (stored hashed).
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// A public client (no credentials; PKCE alone).
+    #[arg(long)]
+    pub public: bool,
+    /// Redirect URIs (exact match), repeatable.
+    #[arg(long = "redirect-uri")]
+    pub redirect_uris: Vec<String>,
+    /// `Organization/ID` the client acts for.
+    #[arg(long)]
+    pub organization: Option<String>,
+    /// Its role.
+    #[arg(long, value_enum)]
+    pub role: Option<crate::auth::registry::Role>,
+    /// Default purpose of use (HL7 v3 ActReason code, e.g. TREAT).
+    #[arg(long)]
+    pub purpose: Option<String>,
+    /// The database.
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
+/// `user …`
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add (or replace) a user.
+    Add(UserAddArgs),
+    /// List users.
+    List(DatabaseArgs),
+    /// Remove a user.
+    Remove {
+        /// The login name.
+        username: String,
+        /// The database.
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+}
+
+/// `user add` options.
+#[derive(Debug, Args)]
+pub struct UserAddArgs {
+    /// Login name.
+    #[arg(long)]
+    pub username: String,
+    /// Password (stored as an argon2 hash).
+    #[arg(long)]
+    pub password: String,
+    /// The user's FHIR resource: Patient/ID, RelatedPerson/ID, Practitioner/ID or Person/ID.
+    #[arg(long)]
+    pub fhir_user: String,
+    /// `Organization/ID` the user works for.
+    #[arg(long)]
+    pub organization: Option<String>,
+    /// The database.
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
+/// `launch` options.
+#[derive(Debug, Args)]
+pub struct LaunchArgs {
+    /// The patient in context (logical id).
+    #[arg(long)]
+    pub patient: String,
+    /// The database.
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
+/// `keygen` options.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Signing algorithm.
+    #[arg(long, value_enum, ignore_case = true, default_value = "es384")]
+    pub alg: crate::auth::crypto::KeyAlg,
+    /// Output path prefix.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// Where the database lives (shared by every command).
@@ -53,7 +180,21 @@ pub struct ServeArgs {
     /// PEM private key for `--tls-cert`.
     #[arg(long, env = "FP_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Accept access tokens of an external issuer: `ISSUER=JWKS_URL` (repeatable).
+    #[arg(long, env = "FP_TRUST_ISSUER", value_parser = parse_trusted_issuer, value_delimiter = ',')]
+    pub trust_issuer: Vec<crate::auth::tokens::TrustedIssuer>,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "FP_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
+}
+
+fn parse_trusted_issuer(text: &str) -> Result<crate::auth::tokens::TrustedIssuer, String> {
+    let (issuer, jwks_url) = text.split_once('=').ok_or("expected ISSUER=JWKS_URL")?;
+    if !jwks_url.starts_with("https://") && !jwks_url.starts_with("http://") {
+        return Err("the JWKS URL must be http(s)".into());
+    }
+    Ok(crate::auth::tokens::TrustedIssuer {
+        issuer: issuer.trim_end_matches('/').to_string(),
+        jwks_url: jwks_url.to_string(),
+    })
 }

@@ -3,6 +3,7 @@
 
 use include_dir::{Dir, include_dir};
 
+use crate::access::Access;
 use crate::error::{FhirError, FhirResult};
 use crate::fhir::parse;
 use crate::interactions::{Ctx, write_version};
@@ -34,6 +35,7 @@ pub fn load(store: &dyn Store, ctx: &Ctx) -> FhirResult<usize> {
         }
         write_version(
             ctx,
+            &Access::server(),
             tx.as_mut(),
             &rtype,
             &id,

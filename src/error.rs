@@ -26,6 +26,18 @@ pub enum FhirError {
     /// Several structural problems found in one body (400).
     #[error("{} problems in the resource", .0.len())]
     Invalid(Vec<Issue>),
+    /// No usable bearer token (401 with `WWW-Authenticate`); `Some` text when a token was
+    /// presented and refused (`error="invalid_token"`).
+    #[error("{message}")]
+    Unauthorized {
+        /// Why, for the client.
+        message: String,
+        /// A token was presented.
+        invalid_token: bool,
+    },
+    /// The token's scopes do not allow the interaction (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// Unknown resource type, id or route (404).
     #[error("{0}")]
     NotFound(String),
@@ -139,6 +151,8 @@ impl FhirError {
     pub fn status(&self) -> StatusCode {
         match self {
             FhirError::BadRequest { .. } | FhirError::Invalid(_) => StatusCode::BAD_REQUEST,
+            FhirError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            FhirError::Forbidden(_) => StatusCode::FORBIDDEN,
             FhirError::NotFound(_) => StatusCode::NOT_FOUND,
             FhirError::Gone(_) => StatusCode::GONE,
             FhirError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -169,6 +183,8 @@ impl FhirError {
                 vec![issue]
             }
             FhirError::Invalid(issues) => issues.clone(),
+            FhirError::Unauthorized { message, .. } => simple("login", message),
+            FhirError::Forbidden(m) => simple("forbidden", m),
             FhirError::NotFound(m) => simple("not-found", m),
             FhirError::Gone(m) => simple("deleted", m),
             FhirError::MethodNotAllowed(m) => simple("not-supported", m),
@@ -213,6 +229,21 @@ impl IntoResponse for FhirError {
         let status = self.status();
         let body = self.outcome();
         let mut response = crate::http::response::fhir_json(status, &body);
+        let challenge = match &self {
+            FhirError::Unauthorized {
+                invalid_token: false,
+                ..
+            } => Some("Bearer"),
+            FhirError::Unauthorized { .. } => Some("Bearer error=\"invalid_token\""),
+            FhirError::Forbidden(_) => Some("Bearer error=\"insufficient_scope\""),
+            _ => None,
+        };
+        if let Some(challenge) = challenge {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static(challenge),
+            );
+        }
         response.extensions_mut().insert(LoggedError {
             status,
             message: self.to_string(),

@@ -1,6 +1,9 @@
 //! foster-passport: a FHIR R4 gateway keeping one portable, consent-scoped health record per
 //! child or youth in the child welfare system.
 
+pub mod access;
+pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod error;

@@ -16,6 +16,10 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => foster_passport::serve::run(args),
+        Command::Client(c) => foster_passport::admin::client(c),
+        Command::User(c) => foster_passport::admin::user(c),
+        Command::Launch(args) => foster_passport::admin::launch(args),
+        Command::Keygen(args) => foster_passport::admin::keygen(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

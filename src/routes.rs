@@ -9,8 +9,12 @@ use axum::body::Body as HttpBody;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 
+use std::sync::Arc;
+
+use crate::access::{Access, Requester};
+use crate::auth::{self, authorize, oauth};
 use crate::error::{FhirError, FhirResult};
 use crate::http::request::{self, BodyKind};
 use crate::http::{middleware, response};
@@ -22,11 +26,29 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route(
+            "/fhir/.well-known/smart-configuration",
+            get(oauth::smart_configuration),
+        )
+        .route(
+            "/fhir/.well-known/openid-configuration",
+            get(oauth::openid_configuration),
+        )
+        .route(
+            "/auth/authorize",
+            get(authorize::authorize).post(authorize::authorize),
+        )
+        .route("/auth/jwks", get(oauth::jwks))
+        .route("/auth/token", post(oauth::token))
+        .route("/auth/introspect", post(oauth::introspect))
+        .route("/auth/revoke", post(oauth::revoke))
         .route("/fhir", any(fhir))
         .route("/fhir/", any(fhir))
         .route("/fhir/{*path}", any(fhir))
         .fallback(not_found)
         .layer(DefaultBodyLimit::disable())
+        // Bearer tokens, never cookies: any origin may call, as browser SMART apps must.
+        .layer(tower_http::cors::CorsLayer::permissive())
         .layer(axum::middleware::from_fn(middleware::log_and_measure))
         .with_state(state)
 }
@@ -85,6 +107,21 @@ async fn handle(
     let path = path.strip_prefix('/').unwrap_or(path);
     let path = path.strip_suffix('/').unwrap_or(path);
     let target = Target::parse(path)?;
+    // Every FHIR endpoint needs a token except the CapabilityStatement.
+    let public = target == Target::Metadata && matches!(method, Method::GET | Method::HEAD);
+    let claims = if public {
+        None
+    } else {
+        let token = auth::bearer(headers)?.ok_or_else(|| FhirError::Unauthorized {
+            message: "this endpoint needs a bearer access token".into(),
+            invalid_token: false,
+        })?;
+        Some(auth::verify_signature(state, token).await?)
+    };
+    let access = Arc::new(match &claims {
+        Some(c) => Access::new(Requester::from_claims(c, &state.ctx.base_url)),
+        None => Access::anonymous(),
+    });
     let mut query: Vec<(String, String)> =
         form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
             .into_owned()
@@ -105,10 +142,14 @@ async fn handle(
         query,
         conditions,
         body,
+        access,
     };
     let base_url = state.ctx.base_url.clone();
     let response = state
         .with_store(move |store, ctx| {
+            if let Some(claims) = &claims {
+                auth::check_not_revoked(store.records(), claims)?;
+            }
             if req.method == Method::POST && req.target == Target::System {
                 return bundle_interaction(ctx, store, &req);
             }
@@ -142,8 +183,10 @@ fn bundle_interaction(
         ));
     }
     match bundle.get("type").and_then(|t| t.as_str()) {
-        Some("batch") => batch::batch(ctx, store, bundle, &req.conditions),
-        Some("transaction") => transaction::transaction(ctx, store, bundle, &req.conditions),
+        Some("batch") => batch::batch(ctx, store, bundle, &req.conditions, &req.access),
+        Some("transaction") => {
+            transaction::transaction(ctx, store, bundle, &req.conditions, &req.access)
+        }
         other => Err(FhirError::bad_value(
             "value",
             format!(

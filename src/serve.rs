@@ -58,8 +58,16 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .install_recorder()
         .ok();
+    let key = crate::auth::tokens::SigningKey::load_or_create(store.records())
+        .map_err(|e| format!("cannot load the signing key: {e}"))?;
+    let auth = Arc::new(crate::auth::server::AuthServer::new(
+        &base_url,
+        key,
+        args.trust_issuer.clone(),
+    ));
     let state = AppState {
         store,
+        auth,
         ctx,
         max_body_bytes: args.max_body_bytes,
         metrics,

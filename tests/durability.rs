@@ -110,11 +110,13 @@ async fn acknowledged_creates_survive_sigkill() {
 async fn sigkill_while_writes_are_in_flight_keeps_every_acknowledged_one() {
     let mut server = Server::start();
     let client = server.client();
+    let token = client.token().await.expect("admin token");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tasks = Vec::new();
     for w in 0..WRITERS {
         let client = client.clone();
         let tx = tx.clone();
+        let token = token.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..10_000 {
                 let mut p = common::patient(&format!("Flight{w}x{i}"));
@@ -122,6 +124,7 @@ async fn sigkill_while_writes_are_in_flight_keeps_every_acknowledged_one() {
                 let Ok(resp) = client
                     .http
                     .post(client.url("Patient"))
+                    .bearer_auth(&token)
                     .header("content-type", common::FHIR_JSON)
                     .body(common::to_bytes(&p))
                     .send()
@@ -179,10 +182,12 @@ async fn sigterm_shuts_down_gracefully() {
         "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{}</div>", "y".repeat(100_000)) });
     let body = common::to_bytes(&p);
     let addr = server.origin().trim_start_matches("http://").to_string();
+    let token = client.token().await.expect("admin token");
     let mut stream = TcpStream::connect(&addr).await.expect("connect");
     let head = format!(
         "POST /fhir/Patient HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {}\r\n\
-         Content-Length: {}\r\nPrefer: return=minimal\r\nConnection: close\r\n\r\n",
+         Content-Length: {}\r\nAuthorization: Bearer {token}\r\nPrefer: return=minimal\r\n\
+         Connection: close\r\n\r\n",
         common::FHIR_JSON,
         body.len()
     );

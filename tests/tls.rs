@@ -46,7 +46,8 @@ async fn serves_fhir_over_https_with_a_generated_certificate() {
     let by_name = common::Client::new(
         client.http.clone(),
         &server.base.replace("127.0.0.1", "localhost"),
-    );
+    )
+    .with_auth(client.auth.clone());
     by_name.read("Patient", id).await;
 }
 

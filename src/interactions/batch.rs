@@ -8,6 +8,9 @@ use serde_json::{Map, Value, json};
 use super::{
     Conditions, Ctx, FhirRequest, FhirResponse, Target, execute_read, execute_write, is_read,
 };
+use std::sync::Arc;
+
+use crate::access::Access;
 use crate::error::{FhirError, FhirResult};
 use crate::fhir::{bundle, ids, parse};
 use crate::store::Store;
@@ -18,6 +21,7 @@ pub fn batch(
     store: &dyn Store,
     bundle_value: &Value,
     prefer: &Conditions,
+    access: &Arc<Access>,
 ) -> FhirResult<FhirResponse> {
     let entries = bundle_value
         .get("entry")
@@ -27,7 +31,7 @@ pub fn batch(
     let mut responses = Vec::with_capacity(entries.len());
     for (index, entry) in entries.iter().enumerate() {
         let outcome =
-            parse_entry(ctx, index, entry, prefer).and_then(|req| run_one(ctx, store, req));
+            parse_entry(ctx, index, entry, prefer, access).and_then(|req| run_one(ctx, store, req));
         responses.push(match outcome {
             Ok(response) => response_entry(ctx, &response)?,
             Err(e) => failed_entry(&e),
@@ -58,6 +62,7 @@ pub fn parse_entry(
     index: usize,
     entry: &Value,
     prefer: &Conditions,
+    access: &Arc<Access>,
 ) -> FhirResult<FhirRequest> {
     let at = |field: &str| format!("Bundle.entry[{index}].request.{field}");
     let request = entry.get("request").ok_or_else(|| {
@@ -147,6 +152,7 @@ pub fn parse_entry(
         query,
         conditions,
         body,
+        access: access.clone(),
     })
 }
 

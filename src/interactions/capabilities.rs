@@ -51,6 +51,7 @@ pub fn build(base_url: &str, search: &SearchRegistry) -> FhirResult<Value> {
         })
         .collect();
     let rest = &mut cs["rest"][0];
+    rest["security"] = security(base_url);
     rest["resource"] = Value::Array(resources);
     rest["interaction"] = json!([
         { "code": "transaction" },
@@ -58,4 +59,33 @@ pub fn build(base_url: &str, search: &SearchRegistry) -> FhirResult<Value> {
         { "code": "history-system" }
     ]);
     Ok(cs)
+}
+
+/// `rest.security`: SMART on FHIR, with the endpoints in the `oauth-uris` extension (deprecated
+/// by SMART 2 in favour of `.well-known/smart-configuration`, which we also serve, but some
+/// clients, such as the Python `fhirclient`, read only this).
+fn security(base_url: &str) -> Value {
+    let origin = base_url.strip_suffix("/fhir").unwrap_or(base_url);
+    let uri = |name: &str, path: &str| json!({ "url": name, "valueUri": format!("{origin}/auth/{path}") });
+    json!({
+        "cors": true,
+        "service": [{
+            "coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                "code": "SMART-on-FHIR",
+                "display": "SMART-on-FHIR"
+            }],
+            "text": "OAuth2 using SMART-on-FHIR profile (see http://docs.smarthealthit.org)"
+        }],
+        "description": "SMART App Launch 2: authorization code with PKCE and backend services (private_key_jwt). Discovery at .well-known/smart-configuration.",
+        "extension": [{
+            "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+            "extension": [
+                uri("authorize", "authorize"),
+                uri("token", "token"),
+                uri("introspect", "introspect"),
+                uri("revoke", "revoke"),
+            ]
+        }]
+    })
 }

@@ -24,7 +24,7 @@ pub fn create_with_id(
     };
     check_body(req.body.as_ref(), rtype, None)?;
     if let Some(query) = &req.conditions.if_none_exist {
-        let (total, matches) = super::find_matches_str(ctx, tx, rtype, query)?;
+        let (total, matches) = super::find_matches_str(ctx, &req.access, tx, rtype, query)?;
         match total {
             0 => {}
             1 => {
@@ -45,7 +45,16 @@ pub fn create_with_id(
     }
     let id = id.unwrap_or_else(ids::new_id);
     let body = req.body.expect("checked above");
-    let v = write_version(ctx, tx, rtype, &id, None, WriteMethod::Create, body)?;
+    let v = write_version(
+        ctx,
+        &req.access,
+        tx,
+        rtype,
+        &id,
+        None,
+        WriteMethod::Create,
+        body,
+    )?;
     Ok(FhirResponse::version(StatusCode::CREATED, &v)
         .with_preference(req.conditions.prefer_return, "created"))
 }

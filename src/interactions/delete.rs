@@ -17,7 +17,7 @@ pub fn delete(ctx: &Ctx, tx: &mut dyn StoreTx, req: FhirRequest) -> FhirResult<F
                     "delete needs an id or search criteria".into(),
                 ));
             }
-            let (total, matches) = super::find_matches(ctx, tx, t, &req.query)?;
+            let (total, matches) = super::find_matches(ctx, &req.access, tx, t, &req.query)?;
             match total {
                 0 => return Ok(no_content()),
                 1 => (t.clone(), matches[0].id.clone()),
@@ -41,7 +41,7 @@ pub fn delete(ctx: &Ctx, tx: &mut dyn StoreTx, req: FhirRequest) -> FhirResult<F
     if current.is_deleted() {
         return Ok(no_content());
     }
-    let v = write_deletion(tx, &current)?;
+    let v = write_deletion(ctx, &req.access, tx, &current)?;
     let mut response = no_content();
     response.version = Some((v.version, v.last_updated));
     Ok(response)

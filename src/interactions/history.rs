@@ -2,9 +2,9 @@
 //! newest first, with `_since`, `_count` and cursor paging that stays stable while new
 //! versions are written (new versions only ever appear before the first page).
 
-use serde_json::Value;
-
 use super::{Ctx, FhirResponse, Target};
+use crate::access::{Access, Grant};
+use crate::auth::scopes::Letter;
 use crate::error::{FhirError, FhirResult};
 use crate::fhir::{bundle, ids};
 use crate::store::{HistoryQuery, HistoryScope, Reader};
@@ -17,18 +17,29 @@ pub const MAX_COUNT: usize = 1000;
 /// List versions as a `history` Bundle.
 pub fn history(
     ctx: &Ctx,
+    access: &Access,
     reader: &mut dyn Reader,
     target: &Target,
     query: &[(String, String)],
 ) -> FhirResult<FhirResponse> {
-    let scope = match target {
-        Target::SystemHistory => HistoryScope::System,
-        Target::TypeHistory(t) => HistoryScope::Type(t.clone()),
+    // SMART: instance history is `r`, type and system history are `s`.
+    let (scope, grant) = match target {
+        Target::SystemHistory => (HistoryScope::System, access.require_all_types(Letter::S)?),
+        Target::TypeHistory(t) => (HistoryScope::Type(t.clone()), access.require(t, Letter::S)?),
         Target::InstanceHistory(t, id) => {
-            if reader.current(t, id)?.is_none() {
+            let grant = if access.is_own_user(t, id) {
+                Grant::All
+            } else {
+                access.require(t, Letter::R)?
+            };
+            let visible = match reader.current(t, id)? {
+                None => false,
+                Some(v) => super::read::visible(ctx, access, reader, &grant, &v)?,
+            };
+            if !visible {
                 return Err(FhirError::NotFound(format!("{t}/{id} is not known")));
             }
-            HistoryScope::Instance(t.clone(), id.clone())
+            (HistoryScope::Instance(t.clone(), id.clone()), grant)
         }
         _ => return Err(FhirError::bad_request("not a history URL")),
     };
@@ -84,14 +95,25 @@ pub fn history(
         keep.push(("_cursor".into(), last_seq.to_string()));
         links.push(("next", with_query(&path, &keep)));
     }
-    let entries = page
-        .entries
-        .iter()
-        .map(|(_, v)| bundle::history_entry(&ctx.base_url, v))
-        .collect::<FhirResult<Vec<Value>>>()?;
+    let restricted = grant != Grant::All;
+    let mut entries = Vec::with_capacity(page.entries.len());
+    for (_, v) in &page.entries {
+        // A restricted grant is decided entry by entry (and for each entry's own type at
+        // system level); the total would count what the requester may not see, so it goes.
+        if restricted || matches!(target, Target::SystemHistory) {
+            let entry_grant = match target {
+                Target::SystemHistory => access.grant(&v.rtype, Letter::S),
+                _ => grant.clone(),
+            };
+            if !super::read::visible(ctx, access, reader, &entry_grant, v)? {
+                continue;
+            }
+        }
+        entries.push(bundle::history_entry(&ctx.base_url, v)?);
+    }
     Ok(FhirResponse::json(bundle::bundle(
         "history",
-        Some(page.total),
+        (!restricted).then_some(page.total),
         links,
         entries,
     )))

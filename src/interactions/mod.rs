@@ -18,6 +18,8 @@ use axum::http::{Method, StatusCode};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+use crate::access::Access;
+use crate::auth::scopes::Letter;
 use crate::error::{FhirError, FhirResult, Issue, operation_outcome};
 use crate::fhir::{ids, structure};
 use crate::search::SearchRegistry;
@@ -155,6 +157,8 @@ pub struct FhirRequest {
     pub conditions: Conditions,
     /// The parsed body, for writes.
     pub body: Option<Value>,
+    /// Who asks, and what they may do.
+    pub access: Arc<Access>,
 }
 
 /// A response body.
@@ -235,6 +239,7 @@ pub fn execute_read(
     reader: &mut dyn Reader,
     req: &FhirRequest,
 ) -> FhirResult<FhirResponse> {
+    let access = &req.access;
     match (&req.method, &req.target) {
         (&Method::GET | &Method::HEAD, Target::Metadata) => Ok(FhirResponse {
             status: StatusCode::OK,
@@ -243,19 +248,19 @@ pub fn execute_read(
             location: None,
         }),
         (&Method::GET | &Method::HEAD, Target::Instance(t, id)) => {
-            read::read(reader, t, id, &req.conditions)
+            read::read(ctx, access, reader, t, id, &req.conditions)
         }
         (&Method::GET | &Method::HEAD, Target::Version(t, id, vid)) => {
-            read::vread(reader, t, id, vid)
+            read::vread(ctx, access, reader, t, id, vid)
         }
         (&Method::GET | &Method::HEAD, Target::Type(t))
         | (&Method::POST, Target::TypeSearch(t)) => {
-            search::search(ctx, reader, t, &req.query, req.conditions.strict)
+            search::search(ctx, access, reader, t, &req.query, req.conditions.strict)
         }
         (
             &Method::GET | &Method::HEAD,
             Target::SystemHistory | Target::TypeHistory(_) | Target::InstanceHistory(..),
-        ) => history::history(ctx, reader, &req.target, &req.query),
+        ) => history::history(ctx, access, reader, &req.target, &req.query),
         _ => Err(not_allowed(req)),
     }
 }
@@ -329,9 +334,13 @@ pub fn stamp(resource: &mut Value, id: &str, version: u64, at: DateTime<Utc>) {
     );
 }
 
-/// Write a new version of `rtype/id` holding `body` (stamped here), after `previous`.
+/// Write a new version of `rtype/id` holding `body` (stamped here), after `previous`. Every
+/// write passes here, so here the access layer checks that the requester may make it: the
+/// scopes must cover the stored version being replaced and the new one.
+#[allow(clippy::too_many_arguments)]
 pub fn write_version(
     ctx: &Ctx,
+    access: &Access,
     tx: &mut dyn StoreTx,
     rtype: &str,
     id: &str,
@@ -339,6 +348,17 @@ pub fn write_version(
     method: WriteMethod,
     mut body: Value,
 ) -> FhirResult<Version> {
+    let letter = match method {
+        WriteMethod::Create => Letter::C,
+        _ => Letter::U,
+    };
+    if let Some(p) = previous
+        && let Some(old) = p.body.as_deref()
+    {
+        let old: Value = serde_json::from_str(old).map_err(FhirError::internal)?;
+        access.check_write(ctx, tx, letter, rtype, id, &old)?;
+    }
+    access.check_write(ctx, tx, letter, rtype, id, &body)?;
     let version = previous.map_or(1, |p| p.version + 1);
     let now = next_instant(previous);
     stamp(&mut body, id, version, now);
@@ -355,8 +375,19 @@ pub fn write_version(
     })
 }
 
-/// Write a deletion of `rtype/id` after `previous`.
-pub fn write_deletion(tx: &mut dyn StoreTx, previous: &Version) -> FhirResult<Version> {
+/// Write a deletion of `rtype/id` after `previous`, when the requester may delete it.
+pub fn write_deletion(
+    ctx: &Ctx,
+    access: &Access,
+    tx: &mut dyn StoreTx,
+    previous: &Version,
+) -> FhirResult<Version> {
+    if let Some(old) = previous.body.as_deref() {
+        let old: Value = serde_json::from_str(old).map_err(FhirError::internal)?;
+        access.check_write(ctx, tx, Letter::D, &previous.rtype, &previous.id, &old)?;
+    } else {
+        access.require(&previous.rtype, Letter::D)?;
+    }
     tx.put(NewVersion {
         rtype: previous.rtype.clone(),
         id: previous.id.clone(),
@@ -417,14 +448,18 @@ pub fn check_body<'a>(
 
 /// Resources matching conditional criteria (`If-None-Exist`, conditional update/delete/patch,
 /// conditional references): the total and up to two matches, enough to tell 0, 1 or many.
+/// Matching is a search: it needs the `s` permission and sees only what the requester may.
 pub fn find_matches(
     ctx: &Ctx,
+    access: &Access,
     reader: &mut dyn Reader,
     rtype: &str,
     pairs: &[(String, String)],
 ) -> FhirResult<(u64, Vec<Version>)> {
-    let criteria =
+    let grant = access.require(rtype, Letter::S)?;
+    let mut criteria =
         crate::search::parse::parse_conditional(&ctx.search, rtype, pairs, &ctx.base_url)?;
+    criteria.extend(access.criterion(ctx, rtype, &grant)?);
     let query = crate::store::query::Query {
         rtype: rtype.to_string(),
         criteria,
@@ -443,6 +478,7 @@ pub fn find_matches(
 /// As [`find_matches`], from a query string (`identifier=a|b`, with or without `Type?`).
 pub fn find_matches_str(
     ctx: &Ctx,
+    access: &Access,
     reader: &mut dyn Reader,
     rtype: &str,
     query: &str,
@@ -451,7 +487,7 @@ pub fn find_matches_str(
     let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();
-    find_matches(ctx, reader, rtype, &pairs)
+    find_matches(ctx, access, reader, rtype, &pairs)
 }
 
 /// Check `If-Match` against the current version (412 when stale).

@@ -14,7 +14,7 @@ pub fn patch(ctx: &Ctx, tx: &mut dyn StoreTx, req: FhirRequest) -> FhirResult<Fh
     let (rtype, id) = match &req.target {
         Target::Instance(t, id) => (t.clone(), id.clone()),
         Target::Type(t) => {
-            let (total, matches) = super::find_matches(ctx, tx, t, &req.query)?;
+            let (total, matches) = super::find_matches(ctx, &req.access, tx, t, &req.query)?;
             match total {
                 0 => {
                     return Err(FhirError::NotFound(
@@ -79,6 +79,7 @@ pub fn patch(ctx: &Ctx, tx: &mut dyn StoreTx, req: FhirRequest) -> FhirResult<Fh
     })?;
     let v = write_version(
         ctx,
+        &req.access,
         tx,
         &rtype,
         &id,

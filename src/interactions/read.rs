@@ -1,22 +1,80 @@
 //! read and vread: `GET [type]/[id]` and `GET [type]/[id]/_history/[vid]`.
+//!
+//! A resource the requester may not see answers exactly as one that does not exist (404), so
+//! a `patient/` token cannot even learn that another youth's record exists.
 
 use axum::http::StatusCode;
+use serde_json::Value;
 
-use super::{Conditions, FhirResponse};
+use super::{Conditions, Ctx, FhirResponse};
+use crate::access::{Access, Grant};
+use crate::auth::scopes::Letter;
 use crate::error::{FhirError, FhirResult};
 use crate::fhir::ids;
-use crate::store::Reader;
+use crate::store::{Reader, Version};
+
+/// The grant for reading `rtype/id`: the scopes' `r` grant, or everything for the
+/// requester's own fhirUser resource.
+fn read_grant(access: &Access, rtype: &str, id: &str) -> FhirResult<Grant> {
+    if access.is_own_user(rtype, id) {
+        return Ok(Grant::All);
+    }
+    access.require(rtype, Letter::R)
+}
+
+/// Whether the grant covers a stored version. A deletion has no body: it is judged by the
+/// version before it.
+pub fn visible(
+    ctx: &Ctx,
+    access: &Access,
+    reader: &mut dyn Reader,
+    grant: &Grant,
+    v: &Version,
+) -> FhirResult<bool> {
+    if *grant == Grant::All {
+        return Ok(true);
+    }
+    let body = match v.body.as_deref() {
+        Some(text) => text.to_string(),
+        None => {
+            let mut previous = v.version;
+            loop {
+                if previous <= 1 {
+                    return Ok(false);
+                }
+                previous -= 1;
+                if let Some(p) = reader.version(&v.rtype, &v.id, previous)?
+                    && let Some(text) = p.body.as_deref()
+                {
+                    break text.to_string();
+                }
+            }
+        }
+    };
+    let body: Value = serde_json::from_str(&body).map_err(FhirError::internal)?;
+    access.covers(ctx, reader, grant, &v.rtype, &v.id, &body)
+}
+
+fn unknown(rtype: &str, id: &str) -> FhirError {
+    FhirError::NotFound(format!("{rtype}/{id} is not known"))
+}
 
 /// The current version; 410 if deleted, 404 if it never existed.
 pub fn read(
+    ctx: &Ctx,
+    access: &Access,
     reader: &mut dyn Reader,
     rtype: &str,
     id: &str,
     conditions: &Conditions,
 ) -> FhirResult<FhirResponse> {
+    let grant = read_grant(access, rtype, id)?;
     let Some(v) = reader.current(rtype, id)? else {
-        return Err(FhirError::NotFound(format!("{rtype}/{id} is not known")));
+        return Err(unknown(rtype, id));
     };
+    if !visible(ctx, access, reader, &grant, &v)? {
+        return Err(unknown(rtype, id));
+    }
     if v.is_deleted() {
         return Err(FhirError::Gone(format!("{rtype}/{id} was deleted")));
     }
@@ -34,16 +92,22 @@ pub fn read(
 
 /// A specific version; a version that records a deletion answers 410.
 pub fn vread(
+    ctx: &Ctx,
+    access: &Access,
     reader: &mut dyn Reader,
     rtype: &str,
     id: &str,
     vid: &str,
 ) -> FhirResult<FhirResponse> {
+    let grant = read_grant(access, rtype, id)?;
     let missing = || FhirError::NotFound(format!("{rtype}/{id} has no version `{vid}`"));
     let version: u64 = vid.parse().map_err(|_| missing())?;
     let Some(v) = reader.version(rtype, id, version)? else {
         return Err(missing());
     };
+    if !visible(ctx, access, reader, &grant, &v)? {
+        return Err(missing());
+    }
     if v.is_deleted() {
         return Err(FhirError::Gone(format!(
             "{rtype}/{id} version {vid} records its deletion"

@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 
 use super::history::with_query;
 use super::{Ctx, FhirResponse};
+use crate::access::Access;
+use crate::auth::scopes::Letter;
 use crate::error::{FhirError, FhirResult, Issue, operation_outcome};
 use crate::fhir::bundle;
 use crate::fhir::summary::{self, Subset};
@@ -23,12 +25,17 @@ const MAX_INCLUDED: usize = 1000;
 /// Run a type-level search.
 pub fn search(
     ctx: &Ctx,
+    access: &Access,
     reader: &mut dyn Reader,
     rtype: &str,
     query: &[(String, String)],
     strict: bool,
 ) -> FhirResult<FhirResponse> {
-    let req = parse::parse(&ctx.search, rtype, query, &ctx.base_url)?;
+    let grant = access.require(rtype, Letter::S)?;
+    let mut req = parse::parse(&ctx.search, rtype, query, &ctx.base_url)?;
+    req.query
+        .criteria
+        .extend(access.criterion(ctx, rtype, &grant)?);
     if strict && let Some(name) = req.unknown.first() {
         return Err(FhirError::bad_value(
             "not-supported",
@@ -52,7 +59,7 @@ pub fn search(
         entries.push(entry(&ctx.base_url, &m.version, "match", subset)?);
     }
     if req.summary != Summary::Count {
-        for v in included(reader, &req, &page.matches)? {
+        for v in included(ctx, access, reader, &req, &page.matches)? {
             entries.push(entry(&ctx.base_url, &v, "include", subset)?);
         }
     }
@@ -122,6 +129,8 @@ fn page_links(
 
 /// `_include` and `_revinclude` (with `:iterate`) for the page's matches, each resource once.
 fn included(
+    ctx: &Ctx,
+    access: &Access,
     reader: &mut dyn Reader,
     req: &SearchRequest,
     matches: &[Match],
@@ -169,6 +178,7 @@ fn included(
             }
             if let Some(v) = reader.current(&key.0, &key.1)?
                 && !v.is_deleted()
+                && super::read::visible(ctx, access, reader, &access.grant(&key.0, Letter::S), &v)?
             {
                 out.push(v);
                 frontier.push(key);

@@ -6,6 +6,7 @@
 //! match. Any failure rolls back everything and answers with that entry's OperationOutcome.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use axum::http::Method;
 use serde_json::Value;
@@ -14,6 +15,7 @@ use super::batch::{parse_entry, response_entry};
 use super::{
     Conditions, Ctx, FhirRequest, FhirResponse, Target, create, execute_read, execute_write,
 };
+use crate::access::Access;
 use crate::error::{FhirError, FhirResult, Issue};
 use crate::fhir::{bundle, ids, references};
 use crate::store::{Store, StoreTx};
@@ -24,6 +26,7 @@ pub fn transaction(
     store: &dyn Store,
     bundle_value: &Value,
     prefer: &Conditions,
+    access: &Arc<Access>,
 ) -> FhirResult<FhirResponse> {
     let entries = bundle_value
         .get("entry")
@@ -32,7 +35,7 @@ pub fn transaction(
         .unwrap_or_default();
     let mut requests = Vec::with_capacity(entries.len());
     for (index, entry) in entries.iter().enumerate() {
-        let req = parse_entry(ctx, index, entry, prefer)?;
+        let req = parse_entry(ctx, index, entry, prefer, access)?;
         let full_url = entry
             .get("fullUrl")
             .and_then(Value::as_str)
@@ -67,7 +70,7 @@ pub fn transaction(
             && req.method != Method::DELETE
         {
             references::rewrite(body, &mapping.ids);
-            resolve_conditional_references(ctx, tx.as_mut(), body)
+            resolve_conditional_references(ctx, access, tx.as_mut(), body)
                 .map_err(|e| at_entry(*index, e))?;
         }
     }
@@ -110,7 +113,7 @@ fn assign_ids(
             (&Method::POST, Target::Type(t)) => {
                 let mut found = None;
                 if let Some(query) = &req.conditions.if_none_exist {
-                    let (total, matches) = super::find_matches_str(ctx, tx, t, query)
+                    let (total, matches) = super::find_matches_str(ctx, &req.access, tx, t, query)
                         .map_err(|e| at_entry(*index, e))?;
                     match total {
                         0 => {}
@@ -181,6 +184,7 @@ fn check_unique_targets(requests: &[(usize, Option<String>, FhirRequest)]) -> Fh
 /// Replace every `reference` of the form `Type?criteria` by the one resource it matches.
 fn resolve_conditional_references(
     ctx: &Ctx,
+    access: &Access,
     tx: &mut dyn StoreTx,
     body: &mut Value,
 ) -> FhirResult<()> {
@@ -197,7 +201,7 @@ fn resolve_conditional_references(
                 "reference",
             ));
         }
-        let (total, matches) = super::find_matches_str(ctx, tx, rtype, query)?;
+        let (total, matches) = super::find_matches_str(ctx, access, tx, rtype, query)?;
         let resolved = match total {
             1 => format!("{rtype}/{}", matches[0].id),
             n => {

@@ -34,6 +34,7 @@ pub fn update(ctx: &Ctx, tx: &mut dyn StoreTx, req: FhirRequest) -> FhirResult<F
     let body = req.body.expect("checked above");
     let v = write_version(
         ctx,
+        &req.access,
         tx,
         &rtype,
         &id,
@@ -65,7 +66,7 @@ fn resolve_conditional_target(
             "a conditional update needs search criteria",
         ));
     }
-    let (total, matches) = super::find_matches(ctx, tx, rtype, &req.query)?;
+    let (total, matches) = super::find_matches(ctx, &req.access, tx, rtype, &req.query)?;
     let body_id = body.get("id").and_then(|v| v.as_str());
     match total {
         0 => Ok(body_id.map_or_else(ids::new_id, str::to_string)),

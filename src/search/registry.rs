@@ -63,6 +63,11 @@ impl ParamDef {
     pub fn targets_for(&self, rtype: &str) -> &[String] {
         self.narrowed.get(rtype).unwrap_or(&self.targets)
     }
+
+    /// The parameter's values in a resource (not for composites).
+    pub fn values(&self, resource: &Value) -> Vec<IndexValue> {
+        super::extract::extract(self.kind, &self.expression, resource)
+    }
 }
 
 /// Supported parameters per resource type.

@@ -177,6 +177,27 @@ pub trait Store: Send + Sync {
     fn begin(&self) -> FhirResult<Box<dyn StoreTx + '_>>;
     /// Check the database answers.
     fn ping(&self) -> FhirResult<()>;
+    /// The authorization server's small records (see [`Records`]).
+    fn records(&self) -> &dyn Records;
+}
+
+/// Small JSON records the authorization server keeps under (kind, key): clients, users,
+/// signing keys, used assertion `jti`s, codes, refresh tokens, revocations, launches. A record
+/// past its `expires` time (seconds since the epoch) is treated as absent. Every call is its
+/// own transaction, so `insert` and `take` are atomic across processes sharing the database.
+pub trait Records: Send + Sync {
+    /// Store a record unless a live one exists under the key; `false` when one did.
+    fn insert(&self, kind: &str, key: &str, value: &str, expires: Option<i64>) -> FhirResult<bool>;
+    /// Store or replace a record.
+    fn put(&self, kind: &str, key: &str, value: &str, expires: Option<i64>) -> FhirResult<()>;
+    /// A live record.
+    fn get(&self, kind: &str, key: &str) -> FhirResult<Option<String>>;
+    /// Remove and return a live record (single-use codes).
+    fn take(&self, kind: &str, key: &str) -> FhirResult<Option<String>>;
+    /// Remove a record; `false` when there was none.
+    fn remove(&self, kind: &str, key: &str) -> FhirResult<bool>;
+    /// Every live record of a kind, by key.
+    fn list(&self, kind: &str) -> FhirResult<Vec<(String, String)>>;
 }
 
 /// Open the store a `--database` URL names.

@@ -73,6 +73,9 @@ pub enum Criterion {
         /// Criteria on the target.
         inner: Vec<Criterion>,
     },
+    /// Any one of the groups matches (each group's criteria ANDed): access restrictions such as
+    /// "in this patient's compartment", which span several parameters.
+    AnyOf(Vec<Vec<Criterion>>),
     /// Reverse chaining (`_has`): some `source_type` resource whose `param` references this
     /// resource matches every inner criterion.
     Has {

@@ -5,6 +5,8 @@
 //! Each test file includes it with `mod common;`; not every file uses every helper.
 #![allow(dead_code)]
 
+pub mod auth;
+pub mod clients;
 pub mod schema;
 pub mod search;
 
@@ -88,7 +90,33 @@ impl ServerBuilder {
             db_path,
             options: self,
             starts: 0,
+            admin: None,
         };
+        // Every test talks through a real token: register an all-powerful custodian backend
+        // client with its own key before the server starts.
+        let key = auth::BackendKey::generate(
+            server.dir.path(),
+            ADMIN_CLIENT,
+            jsonwebtoken::Algorithm::ES384,
+        );
+        let jwks = auth::BackendKey::jwks_path(
+            server.dir.path(),
+            ADMIN_CLIENT,
+            jsonwebtoken::Algorithm::ES384,
+        );
+        server.cli(&[
+            "client",
+            "add",
+            "--id",
+            ADMIN_CLIENT,
+            "--scope",
+            "system/*.cruds",
+            "--role",
+            "custodian",
+            "--jwks",
+            jwks.to_str().unwrap(),
+        ]);
+        server.admin = Some(key);
         server.spawn();
         server
     }
@@ -103,7 +131,11 @@ pub struct Server {
     db_path: PathBuf,
     options: ServerBuilder,
     starts: u32,
+    admin: Option<auth::BackendKey>,
 }
+
+/// The custodian backend client every test server has.
+pub const ADMIN_CLIENT: &str = "test-admin";
 
 impl Server {
     /// Starts a plain HTTP server on a fresh database.
@@ -121,6 +153,26 @@ impl Server {
             .strip_suffix("/fhir")
             .unwrap_or_else(|| panic!("base URL {} does not end in /fhir", self.base))
             .to_string()
+    }
+
+    /// Runs `foster-passport ARGS --database <this server's database>` (the admin CLI, which
+    /// works while the server runs) and returns its stdout; panics when it fails.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_foster-passport"))
+            .args(args)
+            .arg("--database")
+            .arg(self.database_url())
+            .env("FP_LOG", "warn")
+            .output()
+            .expect("run foster-passport");
+        assert!(
+            output.status.success(),
+            "foster-passport {} failed: {}\n{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8 stdout")
     }
 
     pub fn database_url(&self) -> String {
@@ -235,7 +287,23 @@ impl Server {
             let cert = reqwest::Certificate::from_pem(tls.cert_pem.as_bytes()).expect("test cert");
             builder = builder.tls_certs_only([cert]);
         }
-        Client::new(builder.build().expect("build reqwest client"), &self.base)
+        let mut client = Client::new(builder.build().expect("build reqwest client"), &self.base);
+        client.auth = Auth::Backend(auth::TokenSource::new(
+            self.admin.clone().expect("admin key"),
+            self.token_url(),
+            "system/*.cruds",
+        ));
+        client
+    }
+
+    /// A client with no token at all.
+    pub fn anonymous_client(&self) -> Client {
+        self.client().with_auth(Auth::None)
+    }
+
+    /// `{origin}/auth/token`
+    pub fn token_url(&self) -> String {
+        format!("{}/auth/token", self.origin())
     }
 
     /// SIGKILL (no chance to clean up) and reap.
@@ -341,6 +409,18 @@ fn tail(s: &str, max: usize) -> &str {
 pub struct Client {
     pub http: reqwest::Client,
     pub base: String,
+    pub auth: Auth,
+}
+
+/// How a [`Client`] authenticates its requests.
+#[derive(Clone)]
+pub enum Auth {
+    /// No Authorization header.
+    None,
+    /// This bearer token.
+    Bearer(String),
+    /// Backend-services tokens, fetched and renewed as needed.
+    Backend(std::sync::Arc<auth::TokenSource>),
 }
 
 /// A response with its body read and, when it is JSON, parsed.
@@ -369,6 +449,27 @@ impl Client {
         Client {
             http,
             base: base.trim_end_matches('/').to_string(),
+            auth: Auth::None,
+        }
+    }
+
+    /// The same client authenticating another way.
+    pub fn with_auth(mut self, auth: Auth) -> Client {
+        self.auth = auth;
+        self
+    }
+
+    /// The same client with a fixed bearer token.
+    pub fn with_token(self, token: &str) -> Client {
+        self.with_auth(Auth::Bearer(token.to_string()))
+    }
+
+    /// The bearer token this client would send now.
+    pub async fn token(&self) -> Option<String> {
+        match &self.auth {
+            Auth::None => None,
+            Auth::Bearer(t) => Some(t.clone()),
+            Auth::Backend(source) => Some(source.token(&self.http).await),
         }
     }
 
@@ -502,6 +603,13 @@ impl Req {
     /// Sends the request without judging the body (callers check [`Resp::check_schema`]).
     pub async fn send_unchecked(self) -> Resp {
         let mut builder = self.client.http.request(self.method.clone(), &self.url);
+        let explicit = self
+            .headers
+            .iter()
+            .any(|(n, _)| *n == reqwest::header::AUTHORIZATION);
+        if !explicit && let Some(token) = self.client.token().await {
+            builder = builder.bearer_auth(token);
+        }
         for (name, value) in self.headers {
             builder = builder.header(name, value);
         }

@@ -16,7 +16,7 @@ mod search;
 
 use super::query::{Page, Query};
 use super::{
-    HistoryPage, HistoryQuery, HistoryScope, NewVersion, Reader, Store, StoreTx, Version,
+    HistoryPage, HistoryQuery, HistoryScope, NewVersion, Reader, Records, Store, StoreTx, Version,
     WriteMethod,
 };
 use crate::error::{FhirError, FhirResult};
@@ -84,6 +84,17 @@ CREATE INDEX idx_uri_rid ON idx_uri (rid);
     r#"
 -- Instance history, newest first, without walking the type's whole history.
 CREATE INDEX resource_history_by_instance ON resource_history (rtype, id, seq);
+"#,
+    r#"
+-- The authorization server's records (clients, users, keys, jtis, codes, tokens, launches).
+CREATE TABLE records (
+    kind    TEXT NOT NULL,
+    key     TEXT NOT NULL,
+    value   TEXT NOT NULL,
+    expires INTEGER, -- seconds since the epoch; NULL = never
+    PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
+CREATE INDEX records_expiry ON records (kind, expires) WHERE expires IS NOT NULL;
 "#,
 ];
 
@@ -182,6 +193,10 @@ impl Store for SqliteStore {
         Ok(Box::new(SqliteTx { conn, open: true }))
     }
 
+    fn records(&self) -> &dyn Records {
+        self
+    }
+
     fn ping(&self) -> FhirResult<()> {
         if !Path::new(&self.path).exists() {
             return Err(FhirError::Unavailable(format!(
@@ -195,6 +210,87 @@ impl Store for SqliteStore {
             r.get::<_, i64>(0)
         })?;
         Ok(())
+    }
+}
+
+fn now_secs() -> i64 {
+    Utc::now().timestamp()
+}
+
+impl SqliteStore {
+    /// Runs `f` on a reader connection.
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> FhirResult<T>) -> FhirResult<T> {
+        let reader = self.take_reader()?;
+        f(reader.conn.as_ref().expect("reader holds a connection"))
+    }
+}
+
+impl Records for SqliteStore {
+    fn insert(&self, kind: &str, key: &str, value: &str, expires: Option<i64>) -> FhirResult<bool> {
+        let conn = self.writer.lock();
+        let now = now_secs();
+        // Expired records of the kind go first, so the key is free again and the table stays small.
+        conn.prepare_cached("DELETE FROM records WHERE kind = ?1 AND expires < ?2")?
+            .execute(params![kind, now])?;
+        let n = conn
+            .prepare_cached(
+                "INSERT INTO records (kind, key, value, expires) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (kind, key) DO NOTHING",
+            )?
+            .execute(params![kind, key, value, expires])?;
+        Ok(n == 1)
+    }
+
+    fn put(&self, kind: &str, key: &str, value: &str, expires: Option<i64>) -> FhirResult<()> {
+        let conn = self.writer.lock();
+        conn.prepare_cached(
+            "INSERT INTO records (kind, key, value, expires) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, expires = excluded.expires",
+        )?
+        .execute(params![kind, key, value, expires])?;
+        Ok(())
+    }
+
+    fn get(&self, kind: &str, key: &str) -> FhirResult<Option<String>> {
+        self.with_reader(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT value FROM records WHERE kind = ?1 AND key = ?2 \
+                     AND (expires IS NULL OR expires >= ?3)",
+                )?
+                .query_row(params![kind, key, now_secs()], |r| r.get(0))
+                .optional()?)
+        })
+    }
+
+    fn take(&self, kind: &str, key: &str) -> FhirResult<Option<String>> {
+        let conn = self.writer.lock();
+        Ok(conn
+            .prepare_cached(
+                "DELETE FROM records WHERE kind = ?1 AND key = ?2 \
+                 AND (expires IS NULL OR expires >= ?3) RETURNING value",
+            )?
+            .query_row(params![kind, key, now_secs()], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn remove(&self, kind: &str, key: &str) -> FhirResult<bool> {
+        let conn = self.writer.lock();
+        let n = conn
+            .prepare_cached("DELETE FROM records WHERE kind = ?1 AND key = ?2")?
+            .execute(params![kind, key])?;
+        Ok(n > 0)
+    }
+
+    fn list(&self, kind: &str) -> FhirResult<Vec<(String, String)>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key, value FROM records WHERE kind = ?1 \
+                 AND (expires IS NULL OR expires >= ?2) ORDER BY key",
+            )?;
+            let rows = stmt.query_map(params![kind, now_secs()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
     }
 }
 

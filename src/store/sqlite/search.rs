@@ -250,6 +250,15 @@ fn criterion(sql: &mut Sql, c: &Criterion, alias: &str, rtype: &str) {
             criteria(sql, inner, &target, target_type);
             sql.push("))");
         }
+        Criterion::AnyOf(groups) => {
+            sql.push("(0");
+            for group in groups {
+                sql.push(" OR (1");
+                criteria(sql, group, alias, rtype);
+                sql.push(")");
+            }
+            sql.push(")");
+        }
         Criterion::Has {
             source_type,
             param,

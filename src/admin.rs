@@ -1,0 +1,172 @@
+//! The admin commands (`client`, `user`, `keygen`): they open the same database as `serve`
+//! and work while it runs (SQLite in WAL mode; the server reads registrations per request).
+
+use std::io::Write;
+
+use serde_json::json;
+
+use crate::auth::crypto;
+use crate::auth::registry::{self, Client, User};
+use crate::auth::scopes::ScopeSet;
+use crate::config::{ClientCommand, KeygenArgs, UserCommand};
+use crate::store;
+
+/// `client …`
+pub fn client(command: ClientCommand) -> Result<(), String> {
+    match command {
+        ClientCommand::Add(a) => {
+            let jwks = match &a.jwks {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    let value: serde_json::Value = serde_json::from_str(&text)
+                        .map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+                    serde_json::from_value::<jsonwebtoken::jwk::JwkSet>(value.clone())
+                        .map_err(|e| format!("{} is not a JWK Set: {e}", path.display()))?;
+                    Some(value)
+                }
+                None => None,
+            };
+            if a.public && (jwks.is_some() || a.jwks_uri.is_some() || a.secret.is_some()) {
+                return Err("a public client has no keys or secret".into());
+            }
+            if !a.public && jwks.is_none() && a.jwks_uri.is_none() && a.secret.is_none() {
+                return Err(
+                    "give --jwks, --jwks-uri or --secret, or make the client --public".into(),
+                );
+            }
+            if ScopeSet::parse(&a.scope).is_empty() {
+                return Err(format!("--scope `{}` holds no scope we know", a.scope));
+            }
+            let secret_hash = a
+                .secret
+                .as_deref()
+                .map(crypto::hash_password)
+                .transpose()
+                .map_err(|e| e.to_string())?;
+            let client = Client {
+                id: a.id.clone(),
+                name: a.name,
+                scope: a.scope,
+                jwks,
+                jwks_uri: a.jwks_uri,
+                secret_hash,
+                public: a.public,
+                redirect_uris: a.redirect_uris,
+                organization: a.organization,
+                role: a.role,
+                purpose: a.purpose,
+            };
+            let store = store::open(&a.db.database).map_err(|e| e.to_string())?;
+            registry::put_client(store.records(), &client).map_err(|e| e.to_string())?;
+            println!("client {} registered", a.id);
+            Ok(())
+        }
+        ClientCommand::List(db) => {
+            let store = store::open(&db.database).map_err(|e| e.to_string())?;
+            let mut out = std::io::stdout().lock();
+            for c in registry::clients(store.records()).map_err(|e| e.to_string())? {
+                let line = json!({
+                    "id": c.id,
+                    "name": c.name,
+                    "scope": c.scope,
+                    "public": c.public,
+                    "keys": if c.jwks_uri.is_some() { "jwks_uri" } else if c.jwks.is_some() { "jwks" } else if c.secret_hash.is_some() { "secret" } else { "none" },
+                    "redirect_uris": c.redirect_uris,
+                    "organization": c.organization,
+                    "role": c.role.map(|r| r.as_str()),
+                    "purpose": c.purpose,
+                });
+                let _ = writeln!(out, "{line}");
+            }
+            Ok(())
+        }
+        ClientCommand::Remove { id, db } => {
+            let store = store::open(&db.database).map_err(|e| e.to_string())?;
+            if registry::remove_client(store.records(), &id).map_err(|e| e.to_string())? {
+                println!("client {id} removed");
+                Ok(())
+            } else {
+                Err(format!("no client `{id}`"))
+            }
+        }
+    }
+}
+
+/// `user …`
+pub fn user(command: UserCommand) -> Result<(), String> {
+    match command {
+        UserCommand::Add(a) => {
+            let valid = a.fhir_user.split_once('/').is_some_and(|(t, id)| {
+                matches!(t, "Patient" | "RelatedPerson" | "Practitioner" | "Person")
+                    && crate::fhir::ids::is_valid_id(id)
+            });
+            if !valid {
+                return Err(format!(
+                    "--fhir-user `{}` must be Patient/ID, RelatedPerson/ID, Practitioner/ID or Person/ID",
+                    a.fhir_user
+                ));
+            }
+            let user = User {
+                username: a.username.clone(),
+                password_hash: crypto::hash_password(&a.password).map_err(|e| e.to_string())?,
+                fhir_user: a.fhir_user,
+                organization: a.organization,
+            };
+            let store = store::open(&a.db.database).map_err(|e| e.to_string())?;
+            registry::put_user(store.records(), &user).map_err(|e| e.to_string())?;
+            println!("user {} added", a.username);
+            Ok(())
+        }
+        UserCommand::List(db) => {
+            let store = store::open(&db.database).map_err(|e| e.to_string())?;
+            let mut out = std::io::stdout().lock();
+            for u in registry::users(store.records()).map_err(|e| e.to_string())? {
+                let line = json!({ "username": u.username, "fhirUser": u.fhir_user, "organization": u.organization });
+                let _ = writeln!(out, "{line}");
+            }
+            Ok(())
+        }
+        UserCommand::Remove { username, db } => {
+            let store = store::open(&db.database).map_err(|e| e.to_string())?;
+            if registry::remove_user(store.records(), &username).map_err(|e| e.to_string())? {
+                println!("user {username} removed");
+                Ok(())
+            } else {
+                Err(format!("no user `{username}`"))
+            }
+        }
+    }
+}
+
+/// `launch`: prints the new launch value (valid for an hour).
+pub fn launch(args: crate::config::LaunchArgs) -> Result<(), String> {
+    if !crate::fhir::ids::is_valid_id(&args.patient) {
+        return Err(format!("`{}` is not a FHIR id", args.patient));
+    }
+    let store = store::open(&args.db.database).map_err(|e| e.to_string())?;
+    let id = crate::auth::authorize::create_launch(store.as_ref(), &args.patient)
+        .map_err(|e| e.to_string())?;
+    println!("{id}");
+    Ok(())
+}
+
+/// `keygen`: prints the new key's kid.
+pub fn keygen(args: KeygenArgs) -> Result<(), String> {
+    let key = crypto::generate_key(args.alg).map_err(|e| e.to_string())?;
+    let base = args.out.display().to_string();
+    let private = format!("{base}.pem");
+    let public = format!("{base}.jwks.json");
+    std::fs::write(&private, &key.private_pem)
+        .map_err(|e| format!("cannot write {private}: {e}"))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600));
+    }
+    let jwks = json!({ "keys": [key.public_jwk] });
+    std::fs::write(&public, format!("{jwks:#}\n"))
+        .map_err(|e| format!("cannot write {public}: {e}"))?;
+    println!("{}", key.kid);
+    Ok(())
+}

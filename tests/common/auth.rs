@@ -1,0 +1,165 @@
+//! Tokens for tests, obtained through the real flows: a backend-services client signs a client
+//! assertion with its own key (made by `foster-passport keygen`) and trades it at the token
+//! endpoint, as an EHR or county system would.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+/// A registered backend client's signing key.
+#[derive(Clone, Debug)]
+pub struct BackendKey {
+    pub client_id: String,
+    pub alg: Algorithm,
+    pub kid: String,
+    pub private_pem: String,
+}
+
+impl BackendKey {
+    /// Makes a key pair with `foster-passport keygen` under `dir` (`NAME.pem`, `NAME.jwks.json`).
+    pub fn generate(dir: &Path, client_id: &str, alg: Algorithm) -> BackendKey {
+        let name = match alg {
+            Algorithm::ES384 => "es384",
+            Algorithm::RS384 => "rs384",
+            Algorithm::RS256 => "rs256",
+            other => panic!("no keygen for {other:?}"),
+        };
+        let prefix = dir.join(format!("{client_id}-{name}"));
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_foster-passport"))
+            .args(["keygen", "--alg", name, "--out"])
+            .arg(&prefix)
+            .output()
+            .expect("run foster-passport keygen");
+        assert!(output.status.success(), "keygen failed: {output:?}");
+        let kid = String::from_utf8(output.stdout).unwrap().trim().to_string();
+        let private_pem = std::fs::read_to_string(prefix.with_extension("pem"))
+            .or_else(|_| std::fs::read_to_string(format!("{}.pem", prefix.display())))
+            .expect("read the private key");
+        BackendKey {
+            client_id: client_id.to_string(),
+            alg,
+            kid,
+            private_pem,
+        }
+    }
+
+    /// Path of the public JWK Set `generate` wrote.
+    pub fn jwks_path(dir: &Path, client_id: &str, alg: Algorithm) -> std::path::PathBuf {
+        let name = format!("{alg:?}").to_ascii_lowercase();
+        dir.join(format!("{client_id}-{name}.jwks.json"))
+    }
+
+    /// A client assertion with the standard claims, merged with `extra` (a `null` removes one).
+    pub fn assertion(&self, token_url: &str, extra: Value) -> String {
+        let mut claims = json!({
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "aud": token_url,
+            "exp": now() + 240,
+            "jti": uuid::Uuid::new_v4().to_string(),
+        });
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            if v.is_null() {
+                claims.as_object_mut().unwrap().remove(&k);
+            } else {
+                claims[k] = v;
+            }
+        }
+        self.sign(&claims)
+    }
+
+    /// Signs arbitrary claims with this key, header `{alg, kid, typ: JWT}`.
+    pub fn sign(&self, claims: &Value) -> String {
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some("JWT".into());
+        let key = match self.alg {
+            Algorithm::ES384 => EncodingKey::from_ec_pem(self.private_pem.as_bytes()),
+            _ => EncodingKey::from_rsa_pem(self.private_pem.as_bytes()),
+        }
+        .expect("load the private key");
+        jsonwebtoken::encode(&header, claims, &key).expect("sign")
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The form of a client_credentials token request.
+pub fn client_credentials_form(assertion: &str, scope: &str) -> Vec<(String, String)> {
+    vec![
+        ("grant_type".into(), "client_credentials".into()),
+        ("scope".into(), scope.into()),
+        (
+            "client_assertion_type".into(),
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+        ),
+        ("client_assertion".into(), assertion.into()),
+    ]
+}
+
+/// `application/x-www-form-urlencoded` text.
+pub fn form_body(pairs: &[(String, String)]) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs.iter())
+        .finish()
+}
+
+/// Gets (and renews before it expires) a backend-services token.
+pub struct TokenSource {
+    pub key: BackendKey,
+    pub token_url: String,
+    pub scope: String,
+    cached: tokio::sync::Mutex<Option<(String, Instant)>>,
+}
+
+impl TokenSource {
+    pub fn new(key: BackendKey, token_url: String, scope: &str) -> Arc<TokenSource> {
+        Arc::new(TokenSource {
+            key,
+            token_url,
+            scope: scope.to_string(),
+            cached: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    pub async fn token(&self, http: &reqwest::Client) -> String {
+        let mut cached = self.cached.lock().await;
+        if let Some((token, until)) = cached.as_ref()
+            && *until > Instant::now()
+        {
+            return token.clone();
+        }
+        let assertion = self.key.assertion(&self.token_url, json!({}));
+        let response = http
+            .post(&self.token_url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&client_credentials_form(&assertion, &self.scope)))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {} failed: {e}", self.token_url));
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert!(
+            status.is_success(),
+            "token request for {} failed: {status} {body}",
+            self.key.client_id
+        );
+        let token = body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string();
+        let lifetime = body["expires_in"].as_u64().unwrap_or(60);
+        // Renew a minute early: a slow CI machine must never send an expired token.
+        let until = Instant::now() + Duration::from_secs(lifetime.saturating_sub(60).max(1));
+        *cached = Some((token.clone(), until));
+        token
+    }
+}
