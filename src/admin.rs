@@ -170,3 +170,65 @@ pub fn keygen(args: KeygenArgs) -> Result<(), String> {
     println!("{}", key.kid);
     Ok(())
 }
+
+/// `token`: a client assertion signed with the key pair, traded at the token endpoint; prints
+/// the access token.
+pub fn token(args: crate::config::TokenArgs) -> Result<(), String> {
+    let prefix = args.key.display().to_string();
+    let pem = std::fs::read_to_string(format!("{prefix}.pem"))
+        .map_err(|e| format!("cannot read {prefix}.pem: {e}"))?;
+    let jwks: serde_json::Value = std::fs::read_to_string(format!("{prefix}.jwks.json"))
+        .map_err(|e| format!("cannot read {prefix}.jwks.json: {e}"))
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| format!("{prefix}.jwks.json: {e}")))?;
+    let jwk = &jwks["keys"][0];
+    let (Some(kid), Some(alg)) = (jwk["kid"].as_str(), jwk["alg"].as_str()) else {
+        return Err(format!("{prefix}.jwks.json has no kid and alg"));
+    };
+    let alg = <crate::auth::crypto::KeyAlg as clap::ValueEnum>::from_str(alg, true)
+        .map_err(|_| format!("unsupported key algorithm {alg}"))?;
+    let key = crypto::encoding_key(alg, &pem).map_err(|e| e.to_string())?;
+    let now = crate::auth::tokens::now();
+    let claims = json!({
+        "iss": args.client_id, "sub": args.client_id, "aud": args.token_url,
+        "exp": now + 240, "jti": crypto::random_handle(16),
+    });
+    let mut header = jsonwebtoken::Header::new(alg.jose());
+    header.kid = Some(kid.to_string());
+    header.typ = Some("JWT".into());
+    let assertion = jsonwebtoken::encode(&header, &claims, &key).map_err(|e| e.to_string())?;
+    let form = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("grant_type", "client_credentials"),
+            ("scope", args.scope.as_str()),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion.as_str()),
+        ])
+        .finish();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let body: serde_json::Value = runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .post(&args.token_url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+            .await
+            .map_err(|e| format!("POST {}: {e}", args.token_url))?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("the token endpoint answered {status}: {body}"));
+        }
+        Ok(body)
+    })?;
+    let token = body["access_token"]
+        .as_str()
+        .ok_or("no access_token in the answer")?;
+    println!("{token}");
+    Ok(())
+}

@@ -26,6 +26,9 @@ pub enum Command {
     User(UserCommand),
     /// Create an EHR launch context for a patient and print its `launch` value.
     Launch(LaunchArgs),
+    /// Get a backend-services access token (signs a client assertion with a keygen key pair)
+    /// and print it.
+    Token(TokenArgs),
     /// Generate a signing key pair: `PREFIX.pem` (private, PKCS#8) and `PREFIX.jwks.json`.
     Keygen(KeygenArgs),
 }
@@ -134,6 +137,23 @@ pub struct LaunchArgs {
     /// The database.
     #[command(flatten)]
     pub db: DatabaseArgs,
+}
+
+/// `token` options.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The token endpoint (`token_endpoint` of `.well-known/smart-configuration`).
+    #[arg(long)]
+    pub token_url: String,
+    /// The client's id.
+    #[arg(long)]
+    pub client_id: String,
+    /// Key pair prefix, as written by `keygen`: `PREFIX.pem` and `PREFIX.jwks.json`.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Scopes to ask for.
+    #[arg(long, default_value = "system/*.rs")]
+    pub scope: String,
 }
 
 /// `keygen` options.

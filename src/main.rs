@@ -19,6 +19,7 @@ fn main() -> std::process::ExitCode {
         Command::Client(c) => foster_passport::admin::client(c),
         Command::User(c) => foster_passport::admin::user(c),
         Command::Launch(args) => foster_passport::admin::launch(args),
+        Command::Token(args) => foster_passport::admin::token(args),
         Command::Keygen(args) => foster_passport::admin::keygen(args),
     };
     match result {

@@ -46,10 +46,16 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         search,
         capability_statement: Arc::from(statement.to_string()),
     });
+    let mut demo_help = None;
     if args.demo {
         let loaded = demo::load(store.as_ref(), &ctx)
             .map_err(|e| format!("cannot load the demo data: {e}"))?;
         tracing::info!(loaded, "demo data loaded");
+        let key_dir = demo_key_dir(&args.db.database);
+        demo_help = Some(
+            demo::register(store.as_ref(), &key_dir, &base_url)
+                .map_err(|e| format!("cannot register the demo clients: {e}"))?,
+        );
     }
     let metrics = PrometheusBuilder::new()
         .set_buckets(&[
@@ -83,11 +89,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot load the TLS certificate or key: {e}"))?;
         let server = axum_server::from_tcp_rustls(listener, config).map_err(|e| e.to_string())?;
-        announce(&base_url);
+        announce(&base_url, demo_help.as_deref());
         server.handle(handle).serve(service).await
     } else {
         let server = axum_server::from_tcp(listener).map_err(|e| e.to_string())?;
-        announce(&base_url);
+        announce(&base_url, demo_help.as_deref());
         server.handle(handle).serve(service).await
     };
     served.map_err(|e| format!("server error: {e}"))?;
@@ -110,11 +116,26 @@ fn default_base_url(scheme: &str, addr: SocketAddr) -> String {
     format!("{scheme}://{host}:{}/fhir", addr.port())
 }
 
-/// The first line on stdout, which scripts and tests wait for.
-fn announce(base_url: &str) {
+/// The first line on stdout, which scripts and tests wait for (then the demo's how-to).
+fn announce(base_url: &str, demo_help: Option<&str>) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "listening on {base_url}");
+    if let Some(help) = demo_help {
+        let _ = writeln!(out, "{help}");
+    }
     let _ = out.flush();
+}
+
+/// Where the demo's key pair goes: next to an SQLite database, else the working directory.
+fn demo_key_dir(database: &str) -> std::path::PathBuf {
+    database
+        .strip_prefix("sqlite://")
+        .and_then(|p| std::path::Path::new(p).parent())
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(
+            || std::path::PathBuf::from("."),
+            std::path::Path::to_path_buf,
+        )
 }
 
 async fn shutdown_on_signal(handle: axum_server::Handle<SocketAddr>) {

@@ -1191,3 +1191,330 @@ async fn scopes_needing_a_missing_claim_grant_nothing() {
         .expect_outcome(403);
     client.get("Observation").await.expect_outcome(403);
 }
+
+/// Serves one JSON document over plain HTTP/1.1 on a free port until the test ends.
+async fn serve_json(body: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_of_a_trusted_external_issuer() {
+    const ISSUER: &str = "https://idp.county.example";
+    let dir = tempfile::tempdir().unwrap();
+    let idp = BackendKey::generate(dir.path(), "idp", Algorithm::RS256);
+    let impostor = BackendKey::generate(dir.path(), "impostor", Algorithm::RS256);
+    let jwks = std::fs::read_to_string(BackendKey::jwks_path(dir.path(), "idp", Algorithm::RS256))
+        .unwrap();
+    let jwks_url = serve_json(jwks).await;
+    let server = Server::builder()
+        .args(["--trust-issuer", &format!("{ISSUER}={jwks_url}")])
+        .start();
+    seed(&server).await;
+    let claims = |aud: &str| {
+        json!({
+            "iss": ISSUER, "aud": aud, "sub": "worker-17", "client_id": "county-portal",
+            "scope": "system/Patient.rs", "exp": now() + 300, "iat": now(), "jti": "ext-1",
+        })
+    };
+    let good = idp.sign(&claims(&server.base));
+    let client = server.client().with_token(&good);
+    client
+        .get(&format!("Patient/{YOUTH}"))
+        .await
+        .expect_status(200);
+    client.get("Observation").await.expect_outcome(403);
+    // Same issuer, wrong audience; or signed by another key under the issuer's kid.
+    let wrong_aud = idp.sign(&claims("https://other.example/fhir"));
+    assert_eq!(
+        server
+            .client()
+            .with_token(&wrong_aud)
+            .get(&format!("Patient/{YOUTH}"))
+            .await
+            .status,
+        401
+    );
+    let mut forged_key = impostor.clone();
+    forged_key.kid = idp.kid.clone();
+    let forged = forged_key.sign(&claims(&server.base));
+    assert_eq!(
+        server
+            .client()
+            .with_token(&forged)
+            .get(&format!("Patient/{YOUTH}"))
+            .await
+            .status,
+        401
+    );
+    // An issuer nobody configured.
+    let mut stranger = claims(&server.base);
+    stranger["iss"] = json!("https://stranger.example");
+    let resp = server
+        .client()
+        .with_token(&idp.sign(&stranger))
+        .get(&format!("Patient/{YOUTH}"))
+        .await;
+    assert_eq!(resp.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_endpoint_failures_are_rate_limited_per_client() {
+    let server = Server::start();
+    let key = register_backend(&server, "noisy", Algorithm::ES384, "system/*.rs");
+    let quiet = register_backend(&server, "quiet", Algorithm::ES384, "system/*.rs");
+    let token_url = server.token_url();
+    let mut wrong_aud = 0;
+    loop {
+        let assertion = key.assertion(&token_url, json!({ "aud": "https://wrong.example" }));
+        let got = backend_token_with(&server, &assertion).await;
+        if got.0 == 429 {
+            assert_eq!(got.2["error"], "slow_down");
+            break;
+        }
+        assert_eq!(got.0, 401, "{}", got.2);
+        wrong_aud += 1;
+        assert!(wrong_aud <= 50, "never limited");
+    }
+    // Even a valid assertion waits now; another client is not affected.
+    let (status, _, _) = backend_token(&server, &key, "system/*.rs").await;
+    assert_eq!(status, 429);
+    let (status, _, body) = backend_token(&server, &quiet, "system/*.rs").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn backend_token_with(server: &Server, assertion: &str) -> (u16, HeaderMapLite, Value) {
+    let form = client_credentials_form(assertion, "system/*.rs");
+    let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    post_form(&server.token_url(), &pairs).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn confidential_apps_authenticate_at_the_code_exchange() {
+    let server = Server::start();
+    seed(&server).await;
+    server.cli(&[
+        "user",
+        "add",
+        "--username",
+        USERNAME,
+        "--password",
+        PASSWORD,
+        "--fhir-user",
+        &format!("Patient/{YOUTH}"),
+    ]);
+    server.cli(&[
+        "client",
+        "add",
+        "--id",
+        "county-app",
+        "--secret",
+        "app-secret-1",
+        "--redirect-uri",
+        REDIRECT,
+        "--scope",
+        "launch/patient patient/*.rs",
+    ]);
+    let key = BackendKey::generate(server.data_dir(), "keyed-app", Algorithm::RS384);
+    let jwks = BackendKey::jwks_path(server.data_dir(), "keyed-app", Algorithm::RS384);
+    server.cli(&[
+        "client",
+        "add",
+        "--id",
+        "keyed-app",
+        "--jwks",
+        jwks.to_str().unwrap(),
+        "--redirect-uri",
+        REDIRECT,
+        "--scope",
+        "launch/patient patient/*.rs",
+    ]);
+    let code_for = |client: &'static str| {
+        let url = authorize_url(&server, client, "launch/patient patient/*.rs", &[]);
+        async move { query_of(&login_and_approve(&url, USERNAME, PASSWORD, None).await)["code"].clone() }
+    };
+    use base64::Engine;
+    let basic = |secret: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("county-app:{secret}"))
+        )
+    };
+    let exchange_basic = |code: String, secret: &'static str| {
+        let url = server.token_url();
+        let auth = basic(secret);
+        async move {
+            let form = form_body(&[
+                ("grant_type".into(), "authorization_code".into()),
+                ("code".into(), code),
+                ("redirect_uri".into(), REDIRECT.into()),
+                ("code_verifier".into(), VERIFIER.into()),
+            ]);
+            let resp = http()
+                .post(url)
+                .header("authorization", auth)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(form)
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    // Wrong secret, then no secret at all: refused; the right one works.
+    let (status, body) = exchange_basic(code_for("county-app").await, "wrong").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let code = code_for("county-app").await;
+    assert_oauth_error(
+        "confidential client without credentials",
+        &exchange(&server, &code, VERIFIER, "county-app").await,
+        "invalid_client",
+    );
+    let (status, body) = exchange_basic(code_for("county-app").await, "app-secret-1").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["patient"], YOUTH);
+    // private_key_jwt at the code exchange.
+    let code = code_for("keyed-app").await;
+    let assertion = key.assertion(&server.token_url(), json!({}));
+    let (status, _, body) = post_form(
+        &server.token_url(),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", &assertion),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // Nothing secret reached the log.
+    let log = server.stderr();
+    for secret in [
+        PASSWORD,
+        "app-secret-1",
+        "PRIVATE KEY",
+        body["access_token"].as_str().unwrap(),
+    ] {
+        assert!(
+            !log.contains(secret),
+            "the server log holds a secret: {secret}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_registers_clients_and_users_and_says_how_to_get_tokens() {
+    let server = Server::builder().arg("--demo").start();
+    let key = server.data_dir().join("demo-county");
+    assert!(
+        key.with_extension("pem").exists(),
+        "the demo key pair is written next to the database"
+    );
+    let token = server.cli_plain(&[
+        "token",
+        "--token-url",
+        &server.token_url(),
+        "--client-id",
+        "demo-county",
+        "--key",
+        key.to_str().unwrap(),
+        "--scope",
+        "system/*.rs",
+    ]);
+    let county = server.client().with_token(token.trim());
+    county
+        .get("Patient/youth-maria-lopez")
+        .await
+        .expect_status(200);
+    let listed = server.cli(&["client", "list"]);
+    assert!(
+        listed.contains("\"demo-passport\"") && listed.contains("\"demo-county\""),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains("secret_hash") && !listed.contains("\"kty\""),
+        "{listed}"
+    );
+    let users = server.cli(&["user", "list"]);
+    for name in ["maria", "sandra", "dr-whitfield"] {
+        assert!(users.contains(name), "{users}");
+    }
+    assert!(!users.contains("argon2"), "{users}");
+    // The youth signs in to the passport app and sees her own record only.
+    let pairs: Vec<(String, String)> = vec![
+        ("response_type".into(), "code".into()),
+        ("client_id".into(), "demo-passport".into()),
+        (
+            "redirect_uri".into(),
+            "http://localhost:8000/callback".into(),
+        ),
+        (
+            "scope".into(),
+            "launch/patient openid fhirUser patient/*.rs".into(),
+        ),
+        ("state".into(), "s".into()),
+        ("aud".into(), server.base.clone()),
+        ("code_challenge".into(), CHALLENGE.into()),
+        ("code_challenge_method".into(), "S256".into()),
+    ];
+    let url = format!("{}/auth/authorize?{}", server.origin(), form_body(&pairs));
+    let location = login_and_approve(&url, "maria", "passport-demo", None).await;
+    let code = query_of(&location)["code"].clone();
+    let (status, _, body) = post_form(
+        &server.token_url(),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", "http://localhost:8000/callback"),
+            ("code_verifier", VERIFIER),
+            ("client_id", "demo-passport"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["patient"], "youth-maria-lopez");
+    let maria = server
+        .client()
+        .with_token(body["access_token"].as_str().unwrap());
+    maria
+        .get("Patient/youth-jayden-brooks")
+        .await
+        .expect_outcome(404);
+    let conditions = maria.get("Condition").await.expect_status(200);
+    assert!(conditions.body["total"].as_u64().unwrap() > 0);
+    assert!(
+        !conditions.text.contains("youth-jayden"),
+        "{}",
+        conditions.text
+    );
+    // Removing a client unregisters it.
+    server.cli(&["client", "remove", "demo-county"]);
+    assert!(!server.cli(&["client", "list"]).contains("\"demo-county\""));
+}

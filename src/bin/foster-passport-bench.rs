@@ -38,7 +38,7 @@ use bench::Result;
 use bench::http::Target;
 use bench::load::{self, LoadMode};
 use bench::report::{self, Context, Run};
-use bench::server::{ServerProcess, WorkDir};
+use bench::server::{BenchClient, ServerProcess, WorkDir};
 use bench::sys;
 use bench::workload::{self, Corpus, Settings, Shared, Workload};
 
@@ -157,7 +157,7 @@ async fn run(cli: &Cli) -> Result<()> {
 
     let mut runs = Vec::new();
     if let Some(url) = &cli.target {
-        let target = Target::new(url, token)?;
+        let target = Arc::new(Target::new(url, token)?);
         runs.push(bench_server(cli, &workloads, &corpus, target, url.clone(), None).await?);
     } else {
         let workdir = WorkDir::create()?;
@@ -169,16 +169,39 @@ async fn run(cli: &Cli) -> Result<()> {
         let backend = database.split(':').next().unwrap_or("?").to_owned();
         eprintln!("starting {} on {database}", bin.display());
         let log = workdir.path().join("server.log");
+        let client = BenchClient::register(&bin, &database, workdir.path())?;
         let server = ServerProcess::start(&bin, &database, &log, Duration::from_secs(60))?;
         eprintln!("server listening at {}", server.base);
-        let target = Target::new(&server.base, token)?;
+        let client = Arc::new(client.for_server(&server.base));
+        let target = Target::new(&server.base, Some(&client.token()?))?;
         let title = format!("foster-passport ({backend})");
+        let target = Arc::new(target);
+        // Backend tokens live 300 s; a run takes longer. Renew every 200 s.
+        let renewer = {
+            let (client, target) = (client.clone(), target.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(200)).await;
+                    let client = client.clone();
+                    match tokio::task::spawn_blocking(move || client.token()).await {
+                        Ok(Ok(token)) => {
+                            if let Err(e) = target.set_token(&token) {
+                                eprintln!("cannot use the renewed token: {e}");
+                            }
+                        }
+                        Ok(Err(e)) => eprintln!("token renewal failed: {e}"),
+                        Err(e) => eprintln!("token renewal failed: {e}"),
+                    }
+                }
+            })
+        };
         let run = bench_server(cli, &workloads, &corpus, target, title, Some(server.pid())).await;
+        renewer.abort();
         server.stop(Duration::from_secs(10));
         runs.push(run?);
     }
     if let Some(url) = &cli.compare {
-        let target = Target::new(url, token)?;
+        let target = Arc::new(Target::new(url, token)?);
         runs.push(bench_server(cli, &workloads, &corpus, target, url.clone(), None).await?);
     }
 
@@ -244,11 +267,10 @@ async fn bench_server(
     cli: &Cli,
     workloads: &[Workload],
     corpus: &Arc<Corpus>,
-    target: Target,
+    target: Arc<Target>,
     title: String,
     server_pid: Option<u32>,
 ) -> Result<Run> {
-    let target = Arc::new(target);
     eprintln!(
         "[{title}] loading {} patients into {}",
         cli.patients, target.base

@@ -175,6 +175,23 @@ impl Server {
         String::from_utf8(output.stdout).expect("utf-8 stdout")
     }
 
+    /// Runs `foster-passport ARGS` (no `--database`: `token`, `keygen`) and returns stdout.
+    pub fn cli_plain(&self, args: &[&str]) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_foster-passport"))
+            .args(args)
+            .env("FP_LOG", "warn")
+            .output()
+            .expect("run foster-passport");
+        assert!(
+            output.status.success(),
+            "foster-passport {} failed: {}\n{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("utf-8 stdout")
+    }
+
     pub fn database_url(&self) -> String {
         format!("sqlite://{}", self.db_path.display())
     }

@@ -14,25 +14,26 @@ pub const FHIR_JSON: &str = "application/fhir+json";
 pub struct Target {
     /// FHIR base without a trailing slash, e.g. `http://127.0.0.1:8080/fhir`.
     pub base: String,
-    /// Sent as `Authorization` on every request when set.
-    authorization: Option<HeaderValue>,
+    /// Sent as `Authorization` on every request when set; replaced when a token is renewed.
+    authorization: std::sync::RwLock<Option<HeaderValue>>,
 }
 
 impl Target {
     pub fn new(base: &str, bearer_token: Option<&str>) -> Result<Self> {
         let base = base.trim_end_matches('/').to_owned();
         Url::parse(&base).map_err(|e| format!("bad FHIR base URL {base:?}: {e}"))?;
-        let authorization = bearer_token
-            .map(|t| {
-                let mut v = HeaderValue::from_str(&format!("Bearer {t}"))?;
-                v.set_sensitive(true);
-                Ok::<_, reqwest::header::InvalidHeaderValue>(v)
-            })
-            .transpose()?;
+        let authorization = bearer_token.map(bearer).transpose()?;
         Ok(Self {
             base,
-            authorization,
+            authorization: std::sync::RwLock::new(authorization),
         })
+    }
+
+    /// Use a new bearer token from now on (short-lived backend tokens are renewed).
+    pub fn set_token(&self, token: &str) -> Result<()> {
+        let value = bearer(token)?;
+        *self.authorization.write().expect("lock") = Some(value);
+        Ok(())
     }
 
     /// `base` + `/` + `path`; the base itself (no trailing slash) for an empty `path`, as
@@ -46,9 +47,9 @@ impl Target {
         url.expect("base URL was validated")
     }
 
-    /// The `Authorization` header value every request carries, if any.
-    pub fn authorization(&self) -> Option<&HeaderValue> {
-        self.authorization.as_ref()
+    /// The `Authorization` header value every request carries now, if any.
+    pub fn authorization(&self) -> Option<HeaderValue> {
+        self.authorization.read().expect("lock").clone()
     }
 
     /// TCP port of the server, for counting its connections.
@@ -61,8 +62,8 @@ impl Target {
         let mut req = Request::new(method, url);
         let headers = req.headers_mut();
         headers.insert(ACCEPT, HeaderValue::from_static(FHIR_JSON));
-        if let Some(auth) = &self.authorization {
-            headers.insert(AUTHORIZATION, auth.clone());
+        if let Some(auth) = self.authorization() {
+            headers.insert(AUTHORIZATION, auth);
         }
         req
     }
@@ -75,6 +76,12 @@ impl Target {
         *req.body_mut() = Some(body.into());
         req
     }
+}
+
+fn bearer(token: &str) -> std::result::Result<HeaderValue, reqwest::header::InvalidHeaderValue> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {token}"))?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 /// An HTTP/1.1 client with keep-alive. A worker that sends its requests one after another keeps

@@ -125,3 +125,98 @@ impl Drop for ServerProcess {
         self.kill();
     }
 }
+
+/// A custodian backend client registered on the benchmark's own server, whose short-lived
+/// tokens (300 s) are fetched with `foster-passport token` and renewed while the run lasts.
+pub struct BenchClient {
+    bin: std::path::PathBuf,
+    key: std::path::PathBuf,
+    token_url: String,
+}
+
+const BENCH_CLIENT: &str = "bench";
+
+impl BenchClient {
+    /// Make a key pair in `dir` and register the client in `database` (works before or while
+    /// the server runs).
+    pub fn register(bin: &Path, database: &str, dir: &Path) -> Result<Self> {
+        let key = dir.join("bench-key");
+        run(
+            bin,
+            &[
+                "keygen",
+                "--alg",
+                "es384",
+                "--out",
+                &key.display().to_string(),
+            ],
+        )?;
+        let jwks = format!("{}.jwks.json", key.display());
+        run(
+            bin,
+            &[
+                "client",
+                "add",
+                "--id",
+                BENCH_CLIENT,
+                "--scope",
+                "system/*.cruds",
+                "--role",
+                "custodian",
+                "--jwks",
+                &jwks,
+                "--database",
+                database,
+            ],
+        )?;
+        Ok(Self {
+            bin: bin.to_path_buf(),
+            key,
+            token_url: String::new(),
+        })
+    }
+
+    /// Point at the running server.
+    pub fn for_server(mut self, base: &str) -> Self {
+        let origin = base.strip_suffix("/fhir").unwrap_or(base);
+        self.token_url = format!("{origin}/auth/token");
+        self
+    }
+
+    /// A fresh access token.
+    pub fn token(&self) -> Result<String> {
+        let out = run(
+            &self.bin,
+            &[
+                "token",
+                "--token-url",
+                &self.token_url,
+                "--client-id",
+                BENCH_CLIENT,
+                "--key",
+                &self.key.display().to_string(),
+                "--scope",
+                "system/*.cruds",
+            ],
+        )?;
+        Ok(out.trim().to_string())
+    }
+}
+
+fn run(bin: &Path, args: &[&str]) -> Result<String> {
+    let output = Command::new(bin)
+        .args(args)
+        .env("FP_LOG", "warn")
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{} {} failed: {}",
+            bin.display(),
+            args.first().copied().unwrap_or_default(),
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
