@@ -13,7 +13,7 @@ use axum::routing::{any, get, post};
 
 use std::sync::Arc;
 
-use crate::access::{Access, Requester};
+use crate::access::Access;
 use crate::auth::{self, authorize, oauth};
 use crate::error::{FhirError, FhirResult};
 use crate::http::request::{self, BodyKind};
@@ -116,10 +116,10 @@ async fn handle(
             message: "this endpoint needs a bearer access token".into(),
             invalid_token: false,
         })?;
-        Some(auth::verify_signature(state, token).await?)
+        Some(auth::verified(state, token).await?)
     };
     let access = Arc::new(match &claims {
-        Some(c) => Access::new(Requester::from_claims(c, &state.ctx.base_url)),
+        Some(v) => Access::new(v.requester.clone()),
         None => Access::anonymous(),
     });
     let mut query: Vec<(String, String)> =
@@ -147,8 +147,8 @@ async fn handle(
     let base_url = state.ctx.base_url.clone();
     let response = state
         .with_store(move |store, ctx| {
-            if let Some(claims) = &claims {
-                auth::check_not_revoked(store.records(), claims)?;
+            if let Some(verified) = &claims {
+                auth::check_not_revoked(store.records(), &verified.claims)?;
             }
             if req.method == Method::POST && req.target == Target::System {
                 return bundle_interaction(ctx, store, &req);

@@ -1518,3 +1518,52 @@ async fn demo_registers_clients_and_users_and_says_how_to_get_tokens() {
     server.cli(&["client", "remove", "demo-county"]);
     assert!(!server.cli(&["client", "list"]).contains("\"demo-county\""));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn b2b_extension_sets_purpose_and_organization() {
+    let server = Server::start();
+    seed(&server).await;
+    let key = register_backend(&server, "plan", Algorithm::ES384, "system/*.rs");
+    let payload = |token: &str| -> Value {
+        use base64::Engine;
+        let part = token.split('.').nth(1).unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    // Without the extension, the registration's defaults apply.
+    let (_, _, body) = backend_token(&server, &key, "system/*.rs").await;
+    let claims = payload(body["access_token"].as_str().unwrap());
+    assert_eq!(claims["purpose"], json!(["TREAT"]));
+    assert_eq!(claims["organization"], "Organization/county-la");
+    assert_eq!(claims["role"], "county");
+    // The HL7 B2B extension overrides the purpose and names the person behind the request.
+    let assertion = key.assertion(
+        &server.token_url(),
+        json!({ "extensions": { "hl7-b2b": {
+            "version": "1",
+            "purpose_of_use": ["urn:oid:2.16.840.1.113883.5.8#HPAYMT", "COC"],
+            "organization_id": "https://plan.example/org/1",
+            "subject_name": "Pat Reviewer",
+            "subject_role": "http://nucc.org/provider-taxonomy#163W00000X",
+        }}}),
+    );
+    let (status, _, body) = backend_token_with(&server, &assertion).await;
+    assert_eq!(status, 200, "{body}");
+    let claims = payload(body["access_token"].as_str().unwrap());
+    assert_eq!(claims["purpose"], json!(["HPAYMT", "COC"]));
+    assert_eq!(claims["subject_name"], "Pat Reviewer");
+    assert_eq!(
+        claims["organization"], "Organization/county-la",
+        "the registration wins"
+    );
+    server
+        .client()
+        .with_token(body["access_token"].as_str().unwrap())
+        .get(&format!("Patient/{YOUTH}"))
+        .await
+        .expect_status(200);
+}

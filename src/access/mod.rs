@@ -8,7 +8,7 @@
 //! checked one by one. Consent rules (DESIGN.md section 5) will add to [`Access`], not bypass it.
 
 use std::collections::HashMap;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use serde_json::Value;
 
@@ -117,7 +117,7 @@ static COMPARTMENT: LazyLock<HashMap<String, Vec<String>>> = LazyLock::new(|| {
 #[derive(Debug, Clone)]
 pub struct Access {
     /// Who asks.
-    pub requester: Requester,
+    pub requester: Arc<Requester>,
 }
 
 impl Access {
@@ -152,8 +152,10 @@ impl Access {
     }
 
     /// Access for a requester.
-    pub fn new(requester: Requester) -> Access {
-        Access { requester }
+    pub fn new(requester: impl Into<Arc<Requester>>) -> Access {
+        Access {
+            requester: requester.into(),
+        }
     }
 
     /// What the scopes grant for `letter` on `rtype`. A `patient/` scope without a patient in

@@ -103,7 +103,13 @@ pub fn generate_key(alg: KeyAlg) -> FhirResult<GeneratedKey> {
         Jwk::from_encoding_key(&encoding, alg.jose()).map_err(|e| failed(&e))?,
     )
     .map_err(FhirError::internal)?;
-    let kid = random_handle(12);
+    // Hex, not base64url: a kid starting with `-` reads as an option to command-line tools.
+    let kid: String = URL_SAFE_NO_PAD
+        .decode(random_handle(12))
+        .expect("our own base64")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     if let Some(obj) = jwk.as_object_mut() {
         obj.insert("kid".into(), Value::String(kid.clone()));
         obj.insert("use".into(), Value::String("sig".into()));

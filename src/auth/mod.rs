@@ -10,8 +10,11 @@ pub mod scopes;
 pub mod server;
 pub mod tokens;
 
+use std::sync::Arc;
+
 use axum::http::{HeaderMap, header};
 
+use crate::access::Requester;
 use crate::error::{FhirError, FhirResult};
 use crate::state::AppState;
 use crate::store::Records;
@@ -38,8 +41,17 @@ pub fn bearer(headers: &HeaderMap) -> FhirResult<Option<&str>> {
 
 /// Check a token's signature, issuer, audience and times (no database access).
 pub async fn verify_signature(state: &AppState, token: &str) -> FhirResult<AccessClaims> {
+    Ok(verified(state, token).await?.claims.clone())
+}
+
+/// A checked token and the requester it describes, from the cache of tokens already verified
+/// (a signature check and a claims parse per request would dominate a read).
+pub async fn verified(state: &AppState, token: &str) -> FhirResult<Arc<server::Verified>> {
     let auth = &state.auth;
-    tokens::verify_access_token(
+    if let Some(hit) = auth.cached_token(token) {
+        return Ok(hit);
+    }
+    let claims = tokens::verify_access_token(
         token,
         &auth.key,
         &auth.issuer,
@@ -48,7 +60,11 @@ pub async fn verify_signature(state: &AppState, token: &str) -> FhirResult<Acces
         &auth.jwks_cache,
         &auth.http,
     )
-    .await
+    .await?;
+    let requester = Arc::new(Requester::from_claims(&claims, &auth.audience));
+    let verified = Arc::new(server::Verified { claims, requester });
+    auth.cache_token(token, verified.clone());
+    Ok(verified)
 }
 
 /// Refuse a revoked token (run on the blocking pool, with the request's other store work).

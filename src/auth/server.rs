@@ -2,11 +2,25 @@
 //! issuers, the JWK Set cache and the token endpoint's failure limiter.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::tokens::{JwksCache, SigningKey, TrustedIssuer};
+use super::tokens::{AccessClaims, JwksCache, LEEWAY_SECS, SigningKey, TrustedIssuer};
+use crate::access::Requester;
+
+/// Verified tokens kept in memory; the map is emptied when it grows past this.
+const TOKEN_CACHE_MAX: usize = 50_000;
+
+/// A token whose signature and claims were checked, with the requester it describes.
+#[derive(Debug)]
+pub struct Verified {
+    /// Its claims.
+    pub claims: AccessClaims,
+    /// Who it speaks for.
+    pub requester: Arc<Requester>,
+}
 
 /// Failed token requests a client may make per window before it is refused for a while.
 const MAX_FAILURES: u32 = 20;
@@ -45,6 +59,7 @@ pub struct AuthServer {
     /// For JWK Set fetches.
     pub http: reqwest::Client,
     failures: Mutex<HashMap<String, (Instant, u32)>>,
+    verified: Mutex<HashMap<Box<str>, Arc<Verified>>>,
 }
 
 impl AuthServer {
@@ -70,7 +85,23 @@ impl AuthServer {
                 .build()
                 .expect("reqwest client"),
             failures: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A token verified before and not yet expired (revocation is checked per request).
+    pub fn cached_token(&self, token: &str) -> Option<Arc<Verified>> {
+        let hit = self.verified.lock().get(token).cloned()?;
+        (hit.claims.exp + LEEWAY_SECS > super::tokens::now()).then_some(hit)
+    }
+
+    /// Remember a verified token.
+    pub fn cache_token(&self, token: &str, verified: Arc<Verified>) {
+        let mut map = self.verified.lock();
+        if map.len() >= TOKEN_CACHE_MAX {
+            map.clear();
+        }
+        map.insert(token.into(), verified);
     }
 
     /// The client has failed too often lately.
