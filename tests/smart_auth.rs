@@ -814,31 +814,18 @@ async fn standalone_launch_with_pkce_refresh_and_id_token() {
     let youth = server
         .client()
         .with_token(body["access_token"].as_str().unwrap());
-    youth
-        .get(&format!("Patient/{YOUTH}"))
-        .await
-        .expect_status(200);
-    youth
-        .get(&format!("Observation/{own_obs}"))
-        .await
-        .expect_status(200);
+    for path in [format!("Patient/{YOUTH}"), format!("Observation/{own_obs}")] {
+        youth.get(&path).await.expect_status(200);
+    }
     // Another youth's record is invisible: directly, by version, by search, by include.
-    youth
-        .get(&format!("Patient/{OTHER}"))
-        .await
-        .expect_outcome(404);
-    youth
-        .get(&format!("Observation/{other_obs}"))
-        .await
-        .expect_outcome(404);
-    youth
-        .get(&format!("Observation/{other_obs}/_history/1"))
-        .await
-        .expect_outcome(404);
-    youth
-        .get(&format!("Observation/{other_obs}/_history"))
-        .await
-        .expect_outcome(404);
+    for path in [
+        format!("Patient/{OTHER}"),
+        format!("Observation/{other_obs}"),
+        format!("Observation/{other_obs}/_history/1"),
+        format!("Observation/{other_obs}/_history"),
+    ] {
+        youth.get(&path).await.expect_outcome(404);
+    }
     let all = youth.get("Observation?_count=100").await.expect_status(200);
     let ids: Vec<&str> = all.body["entry"]
         .as_array()

@@ -75,6 +75,16 @@ pub struct Restriction {
     pub query: Vec<(String, String)>,
 }
 
+impl Restriction {
+    /// The granular query as search criteria on `rtype`.
+    fn query_criteria(&self, ctx: &Ctx, rtype: &str) -> FhirResult<Vec<Criterion>> {
+        if self.query.is_empty() {
+            return Ok(vec![]);
+        }
+        crate::search::parse::parse_conditional(&ctx.search, rtype, &self.query, &ctx.base_url)
+    }
+}
+
 /// What the scopes allow for one resource type and permission letter.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Grant {
@@ -243,14 +253,7 @@ impl Access {
             if let Some(patient) = &r.patient {
                 group.push(compartment_criterion(ctx, rtype, patient));
             }
-            if !r.query.is_empty() {
-                group.extend(crate::search::parse::parse_conditional(
-                    &ctx.search,
-                    rtype,
-                    &r.query,
-                    &ctx.base_url,
-                )?);
-            }
+            group.extend(r.query_criteria(ctx, rtype)?);
             groups.push(group);
         }
         Ok(Some(Criterion::AnyOf(groups)))
@@ -277,12 +280,7 @@ impl Access {
                 continue;
             }
             if !r.query.is_empty() {
-                let mut criteria = crate::search::parse::parse_conditional(
-                    &ctx.search,
-                    rtype,
-                    &r.query,
-                    &ctx.base_url,
-                )?;
+                let mut criteria = r.query_criteria(ctx, rtype)?;
                 criteria.push(Criterion::Ids(vec![id.to_string()]));
                 let page = reader.search(&Query {
                     rtype: rtype.to_string(),
@@ -299,24 +297,6 @@ impl Access {
             return Ok(true);
         }
         Ok(false)
-    }
-
-    /// Whether the requester may see a stored resource through `letter` (reads: `r`; search
-    /// results and includes: `s`). Their own fhirUser resource is always readable.
-    pub fn may_see(
-        &self,
-        ctx: &Ctx,
-        reader: &mut dyn Reader,
-        letter: Letter,
-        rtype: &str,
-        id: &str,
-        body: &Value,
-    ) -> FhirResult<bool> {
-        if self.is_own_user(rtype, id) {
-            return Ok(true);
-        }
-        let grant = self.grant(rtype, letter);
-        self.covers(ctx, reader, &grant, rtype, id, body)
     }
 
     /// `rtype/id` is the requester's own fhirUser resource.

@@ -134,6 +134,22 @@ pub struct Server {
     admin: Option<auth::BackendKey>,
 }
 
+fn run_cli(args: Vec<String>) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_foster-passport"))
+        .args(&args)
+        .env("FP_LOG", "warn")
+        .output()
+        .expect("run foster-passport");
+    assert!(
+        output.status.success(),
+        "foster-passport {} failed: {}\n{}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 stdout")
+}
+
 /// The custodian backend client every test server has.
 pub const ADMIN_CLIENT: &str = "test-admin";
 
@@ -158,38 +174,14 @@ impl Server {
     /// Runs `foster-passport ARGS --database <this server's database>` (the admin CLI, which
     /// works while the server runs) and returns its stdout; panics when it fails.
     pub fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new(env!("CARGO_BIN_EXE_foster-passport"))
-            .args(args)
-            .arg("--database")
-            .arg(self.database_url())
-            .env("FP_LOG", "warn")
-            .output()
-            .expect("run foster-passport");
-        assert!(
-            output.status.success(),
-            "foster-passport {} failed: {}\n{}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).expect("utf-8 stdout")
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(["--database".to_string(), self.database_url()]);
+        run_cli(all)
     }
 
     /// Runs `foster-passport ARGS` (no `--database`: `token`, `keygen`) and returns stdout.
     pub fn cli_plain(&self, args: &[&str]) -> String {
-        let output = Command::new(env!("CARGO_BIN_EXE_foster-passport"))
-            .args(args)
-            .env("FP_LOG", "warn")
-            .output()
-            .expect("run foster-passport");
-        assert!(
-            output.status.success(),
-            "foster-passport {} failed: {}\n{}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).expect("utf-8 stdout")
+        run_cli(args.iter().map(|a| a.to_string()).collect())
     }
 
     pub fn database_url(&self) -> String {
