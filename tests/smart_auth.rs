@@ -106,7 +106,7 @@ fn register_backend(server: &Server, id: &str, alg: Algorithm, scope: &str) -> B
         "--jwks",
         jwks.to_str().unwrap(),
         "--role",
-        "county",
+        "custodian",
         "--organization",
         "Organization/county-la",
         "--purpose",
@@ -1084,6 +1084,18 @@ async fn ehr_launch_and_patient_picker() {
             .await;
     }
     register_app(&server, "Practitioner/pcp-1");
+    // The second youth consents to sharing with her care team (consent decides what a
+    // practitioner sees, beyond the token's patient context).
+    admin
+        .upsert(&json!({ "resourceType": "Consent", "id": "share-b", "status": "active",
+            "scope": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy" }] },
+            "category": [{ "coding": [{ "system": "http://loinc.org", "code": "59284-0" }] }],
+            "patient": { "reference": format!("Patient/{OTHER}") },
+            "policyRule": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN" }] },
+            "provision": { "type": "permit", "actor": [{
+                "role": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP" }] },
+                "reference": { "reference": "CareTeam/ct-b" } }] } }))
+        .await;
     let url = authorize_url(
         &server,
         "passport",
@@ -1219,6 +1231,7 @@ async fn tokens_of_a_trusted_external_issuer() {
     seed(&server).await;
     let claims = |aud: &str| {
         json!({
+            "role": "custodian",
             "iss": ISSUER, "aud": aud, "sub": "worker-17", "client_id": "county-portal",
             "scope": "system/Patient.rs", "exp": now() + 300, "iat": now(), "jti": "ext-1",
         })
@@ -1526,7 +1539,7 @@ async fn b2b_extension_sets_purpose_and_organization() {
     let claims = payload(body["access_token"].as_str().unwrap());
     assert_eq!(claims["purpose"], json!(["TREAT"]));
     assert_eq!(claims["organization"], "Organization/county-la");
-    assert_eq!(claims["role"], "county");
+    assert_eq!(claims["role"], "custodian");
     // The HL7 B2B extension overrides the purpose and names the person behind the request.
     let assertion = key.assertion(
         &server.token_url(),

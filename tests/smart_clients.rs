@@ -302,6 +302,10 @@ async fn backend_services(alg: &str) {
         &jwks,
         "--scope",
         scope,
+        // The county agency keeping the record: consent does not narrow what it reads, so this
+        // test judges SMART alone.
+        "--role",
+        "custodian",
     ]);
 
     let args: Vec<String> = [

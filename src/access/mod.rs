@@ -7,8 +7,10 @@
 //! totals stay right); single resources (reads, history entries, includes, write bodies) are
 //! checked one by one. Consent rules (DESIGN.md section 5) will add to [`Access`], not bypass it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+pub mod consent;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use serde_json::Value;
 
@@ -128,6 +130,163 @@ static COMPARTMENT: LazyLock<HashMap<String, Vec<String>>> = LazyLock::new(|| {
 pub struct Access {
     /// Who asks.
     pub requester: Arc<Requester>,
+    /// The consents that apply, loaded on first need.
+    consents: OnceLock<ConsentContext>,
+}
+
+/// How consent applies to a requester.
+enum ConsentMode {
+    /// The custodian sees everything (every access audited).
+    Exempt,
+    /// The youth sees all of their own record and nothing else.
+    Youth(String),
+    /// Everyone else: the youth's privacy Consents decide.
+    Consents,
+}
+
+/// The active privacy Consents, by patient, and the requester's facts.
+#[derive(Debug, Clone)]
+struct ConsentContext {
+    by_patient: BTreeMap<String, Vec<consent::Compiled>>,
+    facts: consent::Facts,
+}
+
+impl ConsentContext {
+    fn load(ctx: &Ctx, reader: &mut dyn Reader, r: &Requester) -> FhirResult<ConsentContext> {
+        let criteria = crate::search::parse::parse_conditional(
+            &ctx.search,
+            "Consent",
+            &[
+                ("status".into(), "active".into()),
+                ("scope".into(), "patient-privacy".into()),
+            ],
+            &ctx.base_url,
+        )?;
+        let page = reader.search(&Query {
+            rtype: "Consent".into(),
+            criteria,
+            sort: vec![],
+            count: MAX_CONSENTS,
+            cursor: None,
+            with_total: false,
+        })?;
+        let mut by_patient: BTreeMap<String, Vec<consent::Compiled>> = BTreeMap::new();
+        let mut careteams = Vec::new();
+        for m in page.matches {
+            let Some(body) = m.version.body.as_deref() else {
+                continue;
+            };
+            let value: Value = serde_json::from_str(body).map_err(FhirError::internal)?;
+            // Unenforceable Consents are refused on write; one stored before that rule is skipped.
+            if let Ok(Some(c)) = consent::compile(&value) {
+                for p in std::iter::once(&c.root).chain(&c.nested) {
+                    careteams.extend(
+                        p.actors
+                            .iter()
+                            .filter(|a| a.starts_with("CareTeam/"))
+                            .cloned(),
+                    );
+                }
+                by_patient.entry(c.patient.clone()).or_default().push(c);
+            }
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut actors: HashSet<String> = [&r.fhir_user, &r.organization]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        careteams.sort();
+        careteams.dedup();
+        for team in careteams {
+            let (_, id) = team.split_once('/').expect("CareTeam/id");
+            if let Some(v) = reader.current("CareTeam", id)?
+                && let Some(body) = v.body.as_deref()
+            {
+                let value: Value = serde_json::from_str(body).map_err(FhirError::internal)?;
+                if takes_part(&value, &actors, now) {
+                    actors.insert(team.clone());
+                }
+            }
+        }
+        Ok(ConsentContext {
+            by_patient,
+            facts: consent::Facts {
+                actors,
+                purposes: r.purpose.clone(),
+                action: "access",
+                now,
+            },
+        })
+    }
+}
+
+/// How many active privacy Consents one decision reads at most.
+const MAX_CONSENTS: usize = 100_000;
+
+/// Whether the requester (one of `actors`) is a current participant of a CareTeam: a member,
+/// or acting on behalf of the requester's organization, with a period covering now.
+fn takes_part(team: &Value, actors: &HashSet<String>, now: i64) -> bool {
+    if matches!(
+        team["status"].as_str(),
+        Some("inactive" | "entered-in-error")
+    ) {
+        return false;
+    }
+    let covers_now = |period: &Value| {
+        let start = period["start"]
+            .as_str()
+            .and_then(crate::search::extract::date_range)
+            .map_or(i64::MIN, |r| r.0);
+        let end = period["end"]
+            .as_str()
+            .and_then(crate::search::extract::date_range)
+            .map_or(i64::MAX, |r| r.1);
+        start <= now && now < end
+    };
+    covers_now(&team["period"])
+        && team["participant"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| {
+                let named = |k: &str| {
+                    p[k]["reference"]
+                        .as_str()
+                        .is_some_and(|r| actors.contains(r))
+                };
+                (named("member") || named("onBehalfOf")) && covers_now(&p["period"])
+            })
+}
+
+/// The patients a resource is about: itself for a Patient, else the Patient references of its
+/// compartment parameters.
+fn patients_of(ctx: &Ctx, rtype: &str, id: &str, body: &Value) -> Vec<String> {
+    if rtype == "Patient" {
+        return vec![id.to_string()];
+    }
+    let mut out = Vec::new();
+    for code in COMPARTMENT.get(rtype).into_iter().flatten() {
+        let Some(def) = ctx.search.param(rtype, code) else {
+            continue;
+        };
+        if def.kind != ParamKind::Reference {
+            continue;
+        }
+        for v in def.values(body) {
+            if let IndexValue::Reference {
+                target_type: Some(t),
+                target_id: Some(i),
+                ..
+            } = v
+                && t == "Patient"
+                && !out.contains(&i)
+            {
+                out.push(i);
+            }
+        }
+    }
+    out
 }
 
 impl Access {
@@ -165,6 +324,7 @@ impl Access {
     pub fn new(requester: impl Into<Arc<Requester>>) -> Access {
         Access {
             requester: requester.into(),
+            consents: OnceLock::new(),
         }
     }
 
@@ -237,8 +397,60 @@ impl Access {
         ))
     }
 
-    /// The criterion a search of `rtype` must AND in (`None`: no restriction).
+    /// The criteria a search of `rtype` must AND in: the scopes' grant, then consent.
     pub fn criterion(
+        &self,
+        ctx: &Ctx,
+        reader: &mut dyn Reader,
+        rtype: &str,
+        grant: &Grant,
+    ) -> FhirResult<Vec<Criterion>> {
+        let mut out: Vec<Criterion> = self
+            .scope_criterion(ctx, rtype, grant)?
+            .into_iter()
+            .collect();
+        out.extend(self.consent_criterion(ctx, reader, rtype)?);
+        Ok(out)
+    }
+
+    /// Chains and `_has` look only at what the requester may see: each nested query gets the
+    /// scope and consent criteria of the type it searches.
+    pub fn restrict_nested(
+        &self,
+        ctx: &Ctx,
+        reader: &mut dyn Reader,
+        criteria: &mut [Criterion],
+    ) -> FhirResult<()> {
+        for c in criteria {
+            let (rtype, inner) = match c {
+                Criterion::Chain {
+                    target_type, inner, ..
+                } => (target_type.clone(), inner),
+                Criterion::Has {
+                    source_type, inner, ..
+                } => (source_type.clone(), inner),
+                Criterion::AnyOf(groups) => {
+                    for g in groups {
+                        self.restrict_nested(ctx, reader, g)?;
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            self.restrict_nested(ctx, reader, inner)?;
+            let grant = self.grant(&rtype, Letter::S);
+            if grant.is_none() {
+                // An empty OR matches nothing.
+                inner.push(Criterion::AnyOf(vec![]));
+            } else {
+                let extra = self.criterion(ctx, reader, &rtype, &grant)?;
+                inner.extend(extra);
+            }
+        }
+        Ok(())
+    }
+
+    fn scope_criterion(
         &self,
         ctx: &Ctx,
         rtype: &str,
@@ -259,9 +471,24 @@ impl Access {
         Ok(Some(Criterion::AnyOf(groups)))
     }
 
+    /// Whether the requester may see this resource under `grant`: the scopes cover it and
+    /// consent releases it.
+    pub fn covers(
+        &self,
+        ctx: &Ctx,
+        reader: &mut dyn Reader,
+        grant: &Grant,
+        rtype: &str,
+        id: &str,
+        body: &Value,
+    ) -> FhirResult<bool> {
+        Ok(self.scope_covers(ctx, reader, grant, rtype, id, body)?
+            && self.consent_permits(ctx, reader, "access", rtype, id, body)?)
+    }
+
     /// Whether `grant` covers this resource. Compartment membership is read from the body;
     /// a granular query is run against the stored current version.
-    pub fn covers(
+    fn scope_covers(
         &self,
         ctx: &Ctx,
         reader: &mut dyn Reader,
@@ -319,13 +546,132 @@ impl Access {
         body: &Value,
     ) -> FhirResult<()> {
         let grant = self.require(rtype, letter)?;
-        if self.covers(ctx, reader, &grant, rtype, id, body)? {
-            Ok(())
-        } else {
-            Err(FhirError::Forbidden(format!(
+        if !self.scope_covers(ctx, reader, &grant, rtype, id, body)? {
+            return Err(FhirError::Forbidden(format!(
                 "the granted scopes do not cover {rtype}/{id}: it is outside the patient's \
                  compartment or the scope's query"
-            )))
+            )));
+        }
+        if !self.consent_permits(ctx, reader, "correct", rtype, id, body)? {
+            return Err(FhirError::Forbidden(format!(
+                "no consent lets this requester write {rtype} resources of this patient"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Search matches must each pass [`Access::consent_permits`]: the consent criterion
+    /// narrows by patient and label, finer provisions (codes, instances, nested denies) are
+    /// decided per resource.
+    pub fn checks_each_match(&self) -> bool {
+        matches!(self.consent_mode(), ConsentMode::Consents)
+    }
+
+    /// Consent does not restrict this requester (the custodian).
+    pub fn consent_exempt(&self) -> bool {
+        matches!(self.consent_mode(), ConsentMode::Exempt)
+    }
+
+    /// How consent applies to this requester.
+    fn consent_mode(&self) -> ConsentMode {
+        let r = &self.requester;
+        if r.role.as_deref() == Some("custodian") {
+            return ConsentMode::Exempt;
+        }
+        match r
+            .fhir_user
+            .as_deref()
+            .and_then(|u| u.strip_prefix("Patient/"))
+        {
+            Some(youth) => ConsentMode::Youth(youth.to_string()),
+            None => ConsentMode::Consents,
+        }
+    }
+
+    /// The active privacy Consents by patient and what the requester is, loaded once per request.
+    fn consents(&self, ctx: &Ctx, reader: &mut dyn Reader) -> FhirResult<&ConsentContext> {
+        if let Some(loaded) = self.consents.get() {
+            return Ok(loaded);
+        }
+        let loaded = ConsentContext::load(ctx, reader, &self.requester)?;
+        Ok(self.consents.get_or_init(|| loaded))
+    }
+
+    /// The consent criterion for searches of `rtype` (`None`: consent does not restrict).
+    fn consent_criterion(
+        &self,
+        ctx: &Ctx,
+        reader: &mut dyn Reader,
+        rtype: &str,
+    ) -> FhirResult<Option<Criterion>> {
+        match self.consent_mode() {
+            ConsentMode::Exempt => Ok(None),
+            ConsentMode::Youth(youth) => Ok(Some(compartment_criterion(ctx, rtype, &youth))),
+            ConsentMode::Consents => {
+                if rtype != "Patient" && !COMPARTMENT.contains_key(rtype) {
+                    return Ok(None);
+                }
+                let loaded = self.consents(ctx, reader)?;
+                let mut groups = Vec::new();
+                for (patient, consents) in &loaded.by_patient {
+                    let Some(released) = consent::type_release(consents, &loaded.facts, rtype)
+                    else {
+                        continue;
+                    };
+                    let mut group = vec![compartment_criterion(ctx, rtype, patient)];
+                    let blocked: Vec<QueryValue> = consent::all_sensitive_labels()
+                        .into_iter()
+                        .filter(|l| !released.contains(l))
+                        .map(|(system, code)| QueryValue::Token {
+                            system: Some(Some(system)),
+                            code: Some(code),
+                        })
+                        .collect();
+                    if !blocked.is_empty() {
+                        group.push(Criterion::Match {
+                            param: ParamRef {
+                                code: "_security".into(),
+                                kind: ParamKind::Token,
+                            },
+                            modifier: Modifier::Not,
+                            values: blocked,
+                        });
+                    }
+                    groups.push(group);
+                }
+                Ok(Some(Criterion::AnyOf(groups)))
+            }
+        }
+    }
+
+    /// Whether consent releases this resource to the requester for `action`.
+    pub fn consent_permits(
+        &self,
+        ctx: &Ctx,
+        reader: &mut dyn Reader,
+        action: &'static str,
+        rtype: &str,
+        id: &str,
+        body: &Value,
+    ) -> FhirResult<bool> {
+        match self.consent_mode() {
+            ConsentMode::Exempt => Ok(true),
+            ConsentMode::Youth(youth) => Ok(in_compartment(ctx, rtype, id, body, &youth)),
+            ConsentMode::Consents => {
+                let patients = patients_of(ctx, rtype, id, body);
+                if patients.is_empty() {
+                    // Not about a patient (an Organization, a Practitioner): consent does not
+                    // govern it. Patient data with no patient found is held back.
+                    return Ok(!COMPARTMENT.contains_key(rtype));
+                }
+                let loaded = self.consents(ctx, reader)?;
+                let mut facts = loaded.facts.clone();
+                facts.action = action;
+                Ok(patients.iter().all(|p| {
+                    let consents = loaded.by_patient.get(p).map_or(&[][..], Vec::as_slice);
+                    consent::decide(consents, &facts, rtype, id, body).permit
+                }))
+            }
         }
     }
 }

@@ -95,7 +95,7 @@ pub fn history(
         keep.push(("_cursor".into(), last_seq.to_string()));
         links.push(("next", with_query(&path, &keep)));
     }
-    let restricted = grant != Grant::All;
+    let restricted = grant != Grant::All || !access.consent_exempt();
     let mut entries = Vec::with_capacity(page.entries.len());
     for (_, v) in &page.entries {
         // A restricted grant is decided entry by entry (and for each entry's own type at

@@ -359,6 +359,13 @@ pub fn write_version(
         access.check_write(ctx, tx, letter, rtype, id, &old)?;
     }
     access.check_write(ctx, tx, letter, rtype, id, &body)?;
+    if rtype == "Consent" {
+        // A privacy Consent the engine cannot enforce faithfully is refused, never stored and
+        // silently ignored.
+        crate::access::consent::compile(&body).map_err(|why| {
+            FhirError::Unprocessable(format!("this Consent cannot be enforced: {why}"))
+        })?;
+    }
     let version = previous.map_or(1, |p| p.version + 1);
     let now = next_instant(previous);
     stamp(&mut body, id, version, now);
@@ -459,7 +466,7 @@ pub fn find_matches(
     let grant = access.require(rtype, Letter::S)?;
     let mut criteria =
         crate::search::parse::parse_conditional(&ctx.search, rtype, pairs, &ctx.base_url)?;
-    criteria.extend(access.criterion(ctx, rtype, &grant)?);
+    criteria.extend(access.criterion(ctx, reader, rtype, &grant)?);
     let query = crate::store::query::Query {
         rtype: rtype.to_string(),
         criteria,

@@ -31,7 +31,7 @@ pub fn visible(
     grant: &Grant,
     v: &Version,
 ) -> FhirResult<bool> {
-    if *grant == Grant::All {
+    if *grant == Grant::All && access.consent_exempt() || access.is_own_user(&v.rtype, &v.id) {
         return Ok(true);
     }
     let body = match v.body.as_deref() {

@@ -33,9 +33,10 @@ pub fn search(
 ) -> FhirResult<FhirResponse> {
     let grant = access.require(rtype, Letter::S)?;
     let mut req = parse::parse(&ctx.search, rtype, query, &ctx.base_url)?;
+    access.restrict_nested(ctx, reader, &mut req.query.criteria)?;
     req.query
         .criteria
-        .extend(access.criterion(ctx, rtype, &grant)?);
+        .extend(access.criterion(ctx, reader, rtype, &grant)?);
     if strict && let Some(name) = req.unknown.first() {
         return Err(FhirError::bad_value(
             "not-supported",
@@ -43,7 +44,10 @@ pub fn search(
             name.clone(),
         ));
     }
-    let page = reader.search(&req.query)?;
+    let mut page = reader.search(&req.query)?;
+    if access.checks_each_match() && page.total.is_some() {
+        page.total = Some(exact_total(ctx, access, reader, rtype, &req.query)?);
+    }
     let path = format!("{}/{rtype}", ctx.base_url);
     let links = page_links(&path, &req, &page.matches, page.more);
 
@@ -56,6 +60,15 @@ pub fn search(
     };
     let mut entries = Vec::with_capacity(page.matches.len());
     for m in &page.matches {
+        if access.checks_each_match() {
+            let body: Value = match m.version.body.as_deref() {
+                Some(text) => serde_json::from_str(text).map_err(FhirError::internal)?,
+                None => continue,
+            };
+            if !access.consent_permits(ctx, reader, "access", rtype, &m.version.id, &body)? {
+                continue;
+            }
+        }
         entries.push(entry(&ctx.base_url, &m.version, "match", subset)?);
     }
     if req.summary != Summary::Count {
@@ -84,6 +97,45 @@ pub fn search(
         links,
         entries,
     )))
+}
+
+/// How many matches the requester may see, when consent is decided per resource after the
+/// query: the query's count would tell that hidden resources exist.
+fn exact_total(
+    ctx: &Ctx,
+    access: &Access,
+    reader: &mut dyn Reader,
+    rtype: &str,
+    query: &crate::store::query::Query,
+) -> FhirResult<u64> {
+    const BATCH: usize = 1000;
+    let mut q = query.clone();
+    q.count = BATCH;
+    q.cursor = None;
+    q.with_total = false;
+    let mut total = 0;
+    loop {
+        let page = reader.search(&q)?;
+        for m in &page.matches {
+            let Some(text) = m.version.body.as_deref() else {
+                continue;
+            };
+            let body: Value = serde_json::from_str(text).map_err(FhirError::internal)?;
+            if access.consent_permits(ctx, reader, "access", rtype, &m.version.id, &body)? {
+                total += 1;
+            }
+        }
+        match page.matches.last() {
+            Some(last) if page.more => {
+                q.cursor = Some(Cursor {
+                    values: last.sort_values.clone(),
+                    row: last.row,
+                    backwards: false,
+                });
+            }
+            _ => return Ok(total),
+        }
+    }
 }
 
 fn entry(base: &str, v: &Version, mode: &str, subset: Option<Subset<'_>>) -> FhirResult<Value> {

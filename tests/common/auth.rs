@@ -163,3 +163,82 @@ impl TokenSource {
         token
     }
 }
+
+/// Signs `username` in through the login and approval pages of a public app (PKCE S256) and
+/// returns the token response. The app must be registered with `redirect_uri`.
+pub async fn user_token(
+    origin: &str,
+    base: &str,
+    client_id: &str,
+    redirect_uri: &str,
+    username: &str,
+    password: &str,
+    scope: &str,
+) -> Value {
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+    const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let authorize = format!("{origin}/auth/authorize");
+    let mut fields: Vec<(String, String)> = [
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", redirect_uri),
+        ("scope", scope),
+        ("state", "s"),
+        ("aud", base),
+        ("code_challenge", CHALLENGE),
+        ("code_challenge_method", "S256"),
+        ("username", username),
+        ("password", password),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let post = |fields: Vec<(String, String)>| {
+        http.post(&authorize)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form_body(&fields))
+            .send()
+    };
+    let approval = post(fields.clone()).await.unwrap().text().await.unwrap();
+    let ticket = regex::Regex::new(r#"name="login_ticket" value="([^"]+)""#)
+        .unwrap()
+        .captures(&approval)
+        .unwrap_or_else(|| panic!("no approval page for {username}: {approval}"))[1]
+        .to_string();
+    fields.retain(|(k, _)| k != "username" && k != "password");
+    fields.push(("login_ticket".into(), ticket));
+    fields.push(("decision".into(), "approve".into()));
+    let done = post(fields).await.unwrap();
+    assert_eq!(
+        done.status(),
+        302,
+        "{}",
+        done.text().await.unwrap_or_default()
+    );
+    let location = done.headers()["location"].to_str().unwrap().to_string();
+    let code = form_urlencoded::parse(location.split_once('?').unwrap().1.as_bytes())
+        .find(|(k, _)| k == "code")
+        .expect("code")
+        .1
+        .into_owned();
+    let token_request = vec![
+        ("grant_type".to_string(), "authorization_code".to_string()),
+        ("code".into(), code),
+        ("redirect_uri".into(), redirect_uri.into()),
+        ("code_verifier".into(), VERIFIER.into()),
+        ("client_id".into(), client_id.into()),
+    ];
+    let resp = http
+        .post(format!("{origin}/auth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form_body(&token_request))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
