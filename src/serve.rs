@@ -45,6 +45,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         base_url: base_url.clone(),
         search,
         capability_statement: Arc::from(statement.to_string()),
+        consents: Default::default(),
     });
     let mut demo_help = None;
     if args.demo {

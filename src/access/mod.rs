@@ -147,70 +147,155 @@ enum ConsentMode {
 /// The active privacy Consents, by patient, and the requester's facts.
 #[derive(Debug, Clone)]
 struct ConsentContext {
-    by_patient: BTreeMap<String, Vec<consent::Compiled>>,
+    by_patient: Arc<BTreeMap<String, Vec<consent::Compiled>>>,
+    /// The patients whose consents could release something to this requester.
+    candidates: Vec<String>,
     facts: consent::Facts,
+}
+
+/// Every active privacy Consent, compiled and grouped by patient, and the CareTeams they name,
+/// as of a version of both types.
+#[derive(Debug)]
+struct CompiledConsents {
+    key: (i64, i64),
+    by_patient: Arc<BTreeMap<String, Vec<consent::Compiled>>>,
+    /// Patients whose consents name an actor, by actor; and those with a provision for anyone.
+    by_actor: HashMap<String, Vec<String>>,
+    for_anyone: Vec<String>,
+    careteams: Vec<(String, Value)>,
+}
+
+/// The compiled Consents, shared by requests until a Consent or CareTeam is written (checked
+/// per request against the database, so it holds across processes on one database too).
+#[derive(Debug, Default)]
+pub struct ConsentCache {
+    current: parking_lot::Mutex<Option<Arc<CompiledConsents>>>,
+}
+
+impl ConsentCache {
+    fn get(&self, ctx: &Ctx, reader: &mut dyn Reader) -> FhirResult<Arc<CompiledConsents>> {
+        let key = (
+            reader.last_change("Consent")?,
+            reader.last_change("CareTeam")?,
+        );
+        if let Some(c) = self.current.lock().as_ref()
+            && c.key == key
+        {
+            return Ok(c.clone());
+        }
+        let compiled = Arc::new(compile_all(ctx, reader, key)?);
+        *self.current.lock() = Some(compiled.clone());
+        Ok(compiled)
+    }
+}
+
+fn compile_all(
+    ctx: &Ctx,
+    reader: &mut dyn Reader,
+    key: (i64, i64),
+) -> FhirResult<CompiledConsents> {
+    let criteria = crate::search::parse::parse_conditional(
+        &ctx.search,
+        "Consent",
+        &[
+            ("status".into(), "active".into()),
+            ("scope".into(), "patient-privacy".into()),
+        ],
+        &ctx.base_url,
+    )?;
+    let page = reader.search(&Query {
+        rtype: "Consent".into(),
+        criteria,
+        sort: vec![],
+        count: MAX_CONSENTS,
+        cursor: None,
+        with_total: false,
+    })?;
+    let mut by_patient: BTreeMap<String, Vec<consent::Compiled>> = BTreeMap::new();
+    let mut names = Vec::new();
+    for m in page.matches {
+        let Some(body) = m.version.body.as_deref() else {
+            continue;
+        };
+        let value: Value = serde_json::from_str(body).map_err(FhirError::internal)?;
+        // Unenforceable Consents are refused on write; one stored before that rule is skipped.
+        if let Ok(Some(c)) = consent::compile(&value) {
+            for p in std::iter::once(&c.root).chain(&c.nested) {
+                names.extend(
+                    p.actors
+                        .iter()
+                        .filter(|a| a.starts_with("CareTeam/"))
+                        .cloned(),
+                );
+            }
+            by_patient.entry(c.patient.clone()).or_default().push(c);
+        }
+    }
+    names.sort();
+    names.dedup();
+    let mut by_actor: HashMap<String, Vec<String>> = HashMap::new();
+    let mut for_anyone = Vec::new();
+    for (patient, consents) in &by_patient {
+        for p in consents
+            .iter()
+            .flat_map(|c| std::iter::once(&c.root).chain(&c.nested))
+        {
+            if p.actors.is_empty() {
+                for_anyone.push(patient.clone());
+            }
+            for a in &p.actors {
+                by_actor.entry(a.clone()).or_default().push(patient.clone());
+            }
+        }
+    }
+    for list in by_actor.values_mut() {
+        list.dedup();
+    }
+    for_anyone.dedup();
+    let mut careteams = Vec::new();
+    for team in names {
+        let (_, id) = team.split_once('/').expect("CareTeam/id");
+        if let Some(v) = reader.current("CareTeam", id)?
+            && let Some(body) = v.body.as_deref()
+        {
+            careteams.push((
+                team,
+                serde_json::from_str(body).map_err(FhirError::internal)?,
+            ));
+        }
+    }
+    Ok(CompiledConsents {
+        key,
+        by_patient: Arc::new(by_patient),
+        by_actor,
+        for_anyone,
+        careteams,
+    })
 }
 
 impl ConsentContext {
     fn load(ctx: &Ctx, reader: &mut dyn Reader, r: &Requester) -> FhirResult<ConsentContext> {
-        let criteria = crate::search::parse::parse_conditional(
-            &ctx.search,
-            "Consent",
-            &[
-                ("status".into(), "active".into()),
-                ("scope".into(), "patient-privacy".into()),
-            ],
-            &ctx.base_url,
-        )?;
-        let page = reader.search(&Query {
-            rtype: "Consent".into(),
-            criteria,
-            sort: vec![],
-            count: MAX_CONSENTS,
-            cursor: None,
-            with_total: false,
-        })?;
-        let mut by_patient: BTreeMap<String, Vec<consent::Compiled>> = BTreeMap::new();
-        let mut careteams = Vec::new();
-        for m in page.matches {
-            let Some(body) = m.version.body.as_deref() else {
-                continue;
-            };
-            let value: Value = serde_json::from_str(body).map_err(FhirError::internal)?;
-            // Unenforceable Consents are refused on write; one stored before that rule is skipped.
-            if let Ok(Some(c)) = consent::compile(&value) {
-                for p in std::iter::once(&c.root).chain(&c.nested) {
-                    careteams.extend(
-                        p.actors
-                            .iter()
-                            .filter(|a| a.starts_with("CareTeam/"))
-                            .cloned(),
-                    );
-                }
-                by_patient.entry(c.patient.clone()).or_default().push(c);
-            }
-        }
+        let compiled = ctx.consents.get(ctx, reader)?;
         let now = chrono::Utc::now().timestamp_millis();
         let mut actors: HashSet<String> = [&r.fhir_user, &r.organization]
             .into_iter()
             .flatten()
             .cloned()
             .collect();
-        careteams.sort();
-        careteams.dedup();
-        for team in careteams {
-            let (_, id) = team.split_once('/').expect("CareTeam/id");
-            if let Some(v) = reader.current("CareTeam", id)?
-                && let Some(body) = v.body.as_deref()
-            {
-                let value: Value = serde_json::from_str(body).map_err(FhirError::internal)?;
-                if takes_part(&value, &actors, now) {
-                    actors.insert(team.clone());
-                }
+        for (team, body) in &compiled.careteams {
+            if takes_part(body, &actors, now) {
+                actors.insert(team.clone());
             }
         }
+        let mut candidates: Vec<String> = compiled.for_anyone.clone();
+        for a in &actors {
+            candidates.extend(compiled.by_actor.get(a).into_iter().flatten().cloned());
+        }
+        candidates.sort();
+        candidates.dedup();
         Ok(ConsentContext {
-            by_patient,
+            by_patient: compiled.by_patient.clone(),
+            candidates,
             facts: consent::Facts {
                 actors,
                 purposes: r.purpose.clone(),
@@ -613,7 +698,8 @@ impl Access {
                 }
                 let loaded = self.consents(ctx, reader)?;
                 let mut groups = Vec::new();
-                for (patient, consents) in &loaded.by_patient {
+                for patient in &loaded.candidates {
+                    let consents = &loaded.by_patient[patient];
                     let Some(released) = consent::type_release(consents, &loaded.facts, rtype)
                     else {
                         continue;

@@ -33,6 +33,8 @@ pub struct Ctx {
     pub search: Arc<SearchRegistry>,
     /// The CapabilityStatement, rendered once at start-up.
     pub capability_statement: Arc<str>,
+    /// Compiled privacy Consents and CareTeams, reused while neither type changes.
+    pub consents: crate::access::ConsentCache,
 }
 
 /// The path part of a FHIR request, relative to the base.

@@ -310,7 +310,20 @@ impl Drop for PooledReader<'_> {
     }
 }
 
+fn last_change(conn: &Connection, rtype: &str) -> FhirResult<i64> {
+    Ok(conn
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM resource_history WHERE rtype = ?1")?
+        .query_row(params![rtype], |r| r.get(0))?)
+}
+
 impl Reader for PooledReader<'_> {
+    fn last_change(&mut self, rtype: &str) -> FhirResult<i64> {
+        last_change(
+            self.conn.as_ref().expect("reader holds a connection"),
+            rtype,
+        )
+    }
+
     fn current(&mut self, rtype: &str, id: &str) -> FhirResult<Option<Version>> {
         current(
             self.conn.as_ref().expect("reader holds a connection"),
@@ -382,6 +395,10 @@ impl Drop for SqliteTx<'_> {
 }
 
 impl Reader for SqliteTx<'_> {
+    fn last_change(&mut self, rtype: &str) -> FhirResult<i64> {
+        last_change(&self.conn, rtype)
+    }
+
     fn current(&mut self, rtype: &str, id: &str) -> FhirResult<Option<Version>> {
         current(&self.conn, rtype, id)
     }
