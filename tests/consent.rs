@@ -566,3 +566,65 @@ async fn consents_the_engine_cannot_enforce_are_refused() {
     let stranger = backend(&server, "stranger", "nowhere", "provider", "TREAT");
     assert_eq!(ids(&stranger, "Observation").await, Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_users_see_different_slices_of_one_record() {
+    let server = Server::builder().arg("--demo").start();
+    let login = |username: &'static str| {
+        let (origin, base) = (server.origin(), server.base.clone());
+        async move {
+            let token = user_token(
+                &origin,
+                &base,
+                "demo-passport",
+                "http://localhost:8000/callback",
+                username,
+                "passport-demo",
+                "openid fhirUser user/*.rs",
+            )
+            .await;
+            server_client(&base, token["access_token"].as_str().unwrap())
+        }
+    };
+    let maria = login("maria").await;
+    let sandra = login("sandra").await;
+    let pcp = login("dr-whitfield").await;
+    let conditions =
+        |who: Client| async move { ids(&who, "Condition?subject=youth-maria-lopez").await };
+    let all = conditions(maria.clone()).await;
+    assert!(
+        all.contains(&"cond-maria-depression".to_string()),
+        "{all:?}"
+    );
+    // Her caregiver (on the care team, for treatment) sees her conditions except the
+    // counselling record she consented to herself; her PCP sees that one too.
+    let caregiver_view = conditions(sandra.clone()).await;
+    let expected: Vec<String> = all
+        .iter()
+        .filter(|c| *c != "cond-maria-depression")
+        .cloned()
+        .collect();
+    assert_eq!(caregiver_view, expected);
+    assert_eq!(conditions(pcp.clone()).await, all);
+    // Neither sees another youth; the caregiver reads her own RelatedPerson.
+    assert!(
+        ids(&sandra, "Condition?subject=youth-jayden-brooks")
+            .await
+            .is_empty()
+    );
+    sandra
+        .get("RelatedPerson/rf-sandra-okoye")
+        .await
+        .expect_status(200);
+    sandra
+        .get("Condition/cond-maria-depression")
+        .await
+        .expect_outcome(404);
+    pcp.get("Condition/cond-maria-depression")
+        .await
+        .expect_status(200);
+}
+
+fn server_client(base: &str, token: &str) -> Client {
+    Client::new(reqwest::Client::new(), base).with_token(token)
+}
