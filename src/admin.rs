@@ -139,6 +139,19 @@ pub fn user(command: UserCommand) -> Result<(), String> {
     }
 }
 
+/// `audit verify`: checks the hash chain of the AuditEvents.
+pub fn audit(command: crate::config::AuditCommand) -> Result<(), String> {
+    match command {
+        crate::config::AuditCommand::Verify(db) => {
+            let store = store::open(&db.database).map_err(|e| e.to_string())?;
+            let checked = crate::audit::verify(store.as_ref())
+                .map_err(|broken| format!("the audit chain is broken: {broken}"))?;
+            println!("{checked} AuditEvents checked; the chain is intact");
+            Ok(())
+        }
+    }
+}
+
 /// `launch`: prints the new launch value (valid for an hour).
 pub fn launch(args: crate::config::LaunchArgs) -> Result<(), String> {
     if !crate::fhir::ids::is_valid_id(&args.patient) {

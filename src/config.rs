@@ -24,6 +24,9 @@ pub enum Command {
     /// Manage the built-in login page's users.
     #[command(subcommand)]
     User(UserCommand),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Create an EHR launch context for a patient and print its `launch` value.
     Launch(LaunchArgs),
     /// Get a backend-services access token (signs a client assertion with a keygen key pair)
@@ -128,6 +131,13 @@ pub struct UserAddArgs {
     pub db: DatabaseArgs,
 }
 
+/// `audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the AuditEvent hash chain; report the first broken link (exit status 1).
+    Verify(DatabaseArgs),
+}
+
 /// `launch` options.
 #[derive(Debug, Args)]
 pub struct LaunchArgs {
@@ -170,7 +180,8 @@ pub struct KeygenArgs {
 /// Where the database lives (shared by every command).
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// Database URL: `sqlite://PATH` (created if missing).
+    /// Database URL: `sqlite://PATH` (created if missing) or `postgres://USER@HOST[:PORT]/DB`
+    /// (the database must exist; its tables are created).
     #[arg(
         long,
         env = "FP_DATABASE",

@@ -18,6 +18,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => foster_passport::serve::run(args),
         Command::Client(c) => foster_passport::admin::client(c),
         Command::User(c) => foster_passport::admin::user(c),
+        Command::Audit(c) => foster_passport::admin::audit(c),
         Command::Launch(args) => foster_passport::admin::launch(args),
         Command::Token(args) => foster_passport::admin::token(args),
         Command::Keygen(args) => foster_passport::admin::keygen(args),

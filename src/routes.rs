@@ -14,11 +14,12 @@ use axum::routing::{any, get, post};
 use std::sync::Arc;
 
 use crate::access::Access;
+use crate::audit::AuditRecord;
 use crate::auth::{self, authorize, oauth};
 use crate::error::{FhirError, FhirResult};
 use crate::http::request::{self, BodyKind};
 use crate::http::{middleware, response};
-use crate::interactions::{self, FhirRequest, Target, batch, transaction};
+use crate::interactions::{self, Body, FhirRequest, Target, batch, transaction};
 use crate::state::AppState;
 
 /// Build the application router.
@@ -136,6 +137,20 @@ async fn handle(
         request::parse_body(kind, headers, &bytes)?
     };
     query.extend(form);
+    let audit = claims.as_ref().map(|v| {
+        let (interaction, action) = audit_kind(&method, &target);
+        let target_ref = match &target {
+            Target::Instance(t, id)
+            | Target::InstanceHistory(t, id)
+            | Target::Version(t, id, _) => Some(format!("{t}/{id}")),
+            _ => None,
+        };
+        (v.requester.clone(), interaction, action, target_ref)
+    });
+    let audit_query = match uri.query() {
+        Some(q) => format!("{} {}?{q}", method, uri.path()),
+        None => format!("{} {}", method, uri.path()),
+    };
     let req = FhirRequest {
         method,
         target,
@@ -162,8 +177,58 @@ async fn handle(
             tx.commit()?;
             Ok(response)
         })
-        .await?;
-    Ok(response::to_http(&base_url, response))
+        .await;
+    let Some((requester, interaction, action, target)) = audit else {
+        return Ok(response::to_http(&base_url, response?));
+    };
+    // Every request that reached the data is audited: disclosures with what they disclosed,
+    // denials and failures with what was asked.
+    let (status, body, result) = match response {
+        Ok(mut r) => {
+            let body = match r.body.take() {
+                Some(Body::Json(v)) => Some(Arc::<str>::from(v.to_string())),
+                Some(Body::Stored(text)) => Some(text),
+                None => None,
+            };
+            r.body = body.clone().map(Body::Stored);
+            (r.status.as_u16(), body, Ok(r))
+        }
+        Err(e) => (e.status().as_u16(), None, Err(e)),
+    };
+    state
+        .audit
+        .record(AuditRecord {
+            requester,
+            interaction,
+            action,
+            query: audit_query,
+            status,
+            target,
+            body,
+            at: chrono::Utc::now(),
+        })
+        .await;
+    Ok(response::to_http(&base_url, result?))
+}
+
+/// The R4 restful-interaction code and the BALP action of a request.
+fn audit_kind(method: &Method, target: &Target) -> (&'static str, &'static str) {
+    match (method, target) {
+        (&Method::GET | &Method::HEAD, Target::Instance(..)) => ("read", "R"),
+        (&Method::GET | &Method::HEAD, Target::Version(..)) => ("vread", "R"),
+        (&Method::GET | &Method::HEAD, Target::InstanceHistory(..)) => ("history-instance", "R"),
+        (&Method::GET | &Method::HEAD, Target::TypeHistory(_)) => ("history-type", "R"),
+        (&Method::GET | &Method::HEAD, Target::SystemHistory) => ("history-system", "R"),
+        (&Method::GET | &Method::HEAD, _) | (&Method::POST, Target::TypeSearch(_)) => {
+            ("search-type", "E")
+        }
+        (&Method::POST, Target::System) => ("transaction", "E"),
+        (&Method::POST, _) => ("create", "C"),
+        (&Method::PUT, _) => ("update", "U"),
+        (&Method::PATCH, _) => ("patch", "U"),
+        (&Method::DELETE, _) => ("delete", "D"),
+        _ => ("operation", "E"),
+    }
 }
 
 fn bundle_interaction(

@@ -72,7 +72,10 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         key,
         args.trust_issuer.clone(),
     ));
+    let (audit, audit_writer) = crate::audit::AuditLog::start(store.clone(), ctx.clone())
+        .map_err(|e| format!("cannot start the audit writer: {e}"))?;
     let state = AppState {
+        audit: Arc::new(audit),
         store,
         auth,
         ctx,
@@ -99,6 +102,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     };
     served.map_err(|e| format!("server error: {e}"))?;
     drop(state);
+    // Every queued audit record is written before the database closes.
+    let _ = tokio::task::spawn_blocking(move || audit_writer.join()).await;
     tracing::info!("shut down cleanly");
     Ok(())
 }

@@ -13,6 +13,8 @@ use crate::store::Store;
 pub struct AppState {
     /// The database.
     pub store: Arc<dyn Store>,
+    /// The audit trail's queue.
+    pub audit: Arc<crate::audit::AuditLog>,
     /// The authorization server.
     pub auth: Arc<crate::auth::server::AuthServer>,
     /// Interaction context (base URL, search registry, CapabilityStatement).

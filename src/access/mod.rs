@@ -306,6 +306,10 @@ impl ConsentContext {
     }
 }
 
+/// The client id the server's own writes are made under (no token carries it: a registered
+/// client of that name still has a token id, which the server's access has not).
+const SERVER_CLIENT: &str = "foster-passport";
+
 /// How many active privacy Consents one decision reads at most.
 const MAX_CONSENTS: usize = 100_000;
 
@@ -346,7 +350,7 @@ fn takes_part(team: &Value, actors: &HashSet<String>, now: i64) -> bool {
 
 /// The patients a resource is about: itself for a Patient, else the Patient references of its
 /// compartment parameters.
-fn patients_of(ctx: &Ctx, rtype: &str, id: &str, body: &Value) -> Vec<String> {
+pub fn patients_of(ctx: &Ctx, rtype: &str, id: &str, body: &Value) -> Vec<String> {
     if rtype == "Patient" {
         return vec![id.to_string()];
     }
@@ -378,8 +382,8 @@ impl Access {
     /// The server itself (loading the demo data set): every permission.
     pub fn server() -> Access {
         Access::new(Requester {
-            client_id: "foster-passport".into(),
-            subject: "foster-passport".into(),
+            client_id: SERVER_CLIENT.into(),
+            subject: SERVER_CLIENT.into(),
             scopes: ScopeSet::parse("system/*.cruds"),
             patient: None,
             fhir_user: None,
@@ -388,6 +392,11 @@ impl Access {
             purpose: vec![],
             token_id: String::new(),
         })
+    }
+
+    /// The server itself (demo data, the audit writer), not a client.
+    pub fn is_server(&self) -> bool {
+        self.requester.client_id == SERVER_CLIENT && self.requester.token_id.is_empty()
     }
 
     /// No token (the CapabilityStatement): no permission at all.

@@ -350,6 +350,9 @@ pub fn write_version(
     method: WriteMethod,
     mut body: Value,
 ) -> FhirResult<Version> {
+    if rtype == "AuditEvent" && !access.is_server() {
+        return Err(audit_is_append_only());
+    }
     let letter = match method {
         WriteMethod::Create => Letter::C,
         _ => Letter::U,
@@ -391,6 +394,9 @@ pub fn write_deletion(
     tx: &mut dyn StoreTx,
     previous: &Version,
 ) -> FhirResult<Version> {
+    if previous.rtype == "AuditEvent" {
+        return Err(audit_is_append_only());
+    }
     if let Some(old) = previous.body.as_deref() {
         let old: Value = serde_json::from_str(old).map_err(FhirError::internal)?;
         access.check_write(ctx, tx, Letter::D, &previous.rtype, &previous.id, &old)?;
@@ -406,6 +412,12 @@ pub fn write_deletion(
         body: None,
         index: vec![],
     })
+}
+
+fn audit_is_append_only() -> FhirError {
+    FhirError::Forbidden(
+        "AuditEvents are written by the server and never changed or deleted".into(),
+    )
 }
 
 /// Now, but never earlier than the previous version's time (clocks step back).

@@ -535,7 +535,7 @@ fn history(conn: &Connection, q: &HistoryQuery) -> FhirResult<HistoryPage> {
     let mut filters = Vec::new();
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
     match &q.scope {
-        HistoryScope::System => {}
+        HistoryScope::System => filters.push("rtype <> 'AuditEvent'"),
         HistoryScope::Type(t) => {
             filters.push("rtype = ?");
             args.push(t.clone().into());
