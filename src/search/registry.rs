@@ -79,6 +79,24 @@ pub struct SearchRegistry {
 /// types have none in R4). Others would need their own tests before being listed.
 const COMPOSITE_TYPES: &[&str] = &["Observation"];
 
+/// AuditEvents are written by the server, one per request: only the parameters its events
+/// carry and the audit trail is searched by are indexed (each costs every request a row).
+const AUDIT_EVENT_PARAMS: &[&str] = &[
+    "_id",
+    "_lastUpdated",
+    "action",
+    "agent",
+    "altid",
+    "date",
+    "entity",
+    "entity-role",
+    "entity-type",
+    "outcome",
+    "patient",
+    "subtype",
+    "type",
+];
+
 /// Parameter codes with their own handling rather than index rows.
 const NOT_INDEXED: &[&str] = &["_id"];
 
@@ -125,6 +143,9 @@ impl SearchRegistry {
                     continue;
                 }
                 for rtype in expand_base(base) {
+                    if rtype == "AuditEvent" && !AUDIT_EVENT_PARAMS.contains(&def.code.as_str()) {
+                        continue;
+                    }
                     by_type
                         .entry(rtype.to_string())
                         .or_default()
