@@ -225,15 +225,12 @@ async fn audit_events_are_append_only_and_the_chain_detects_tampering() {
     let verified = server.cli(&["audit", "verify"]);
     assert!(verified.contains("intact"), "{verified}");
     // Edit one stored event directly in the database: verify names it.
-    let db =
-        rusqlite::Connection::open(server.database_url().trim_start_matches("sqlite://")).unwrap();
-    let edited = db
-        .execute(
-            "UPDATE resource_history SET body = replace(body, '\"outcome\":\"0\"', '\"outcome\":\"4\"') \
-             WHERE rtype = 'AuditEvent' AND id = ?1",
-            [id],
-        )
-        .unwrap();
+    let edited = tamper(
+        &server.database_url(),
+        "UPDATE resource_history SET body = replace(body, '\"outcome\":\"0\"', '\"outcome\":\"4\"') \
+         WHERE rtype = 'AuditEvent' AND id = ?1",
+        id,
+    );
     assert_eq!(edited, 1);
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_foster-passport"))
         .args(["audit", "verify", "--database", &server.database_url()])
@@ -242,6 +239,27 @@ async fn audit_events_are_append_only_and_the_chain_detects_tampering() {
     assert!(!output.status.success(), "verify must fail after tampering");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(id), "the broken link is named: {stderr}");
+}
+
+/// Runs an UPDATE with one argument (`?1`) directly on the server's database, SQLite or
+/// PostgreSQL, and returns how many rows it changed.
+fn tamper(database_url: &str, sql: &str, arg: &str) -> u64 {
+    if database_url.starts_with("postgres://") {
+        let (url, sql, arg) = (
+            database_url.to_string(),
+            sql.replace("?1", "$1"),
+            arg.to_string(),
+        );
+        // The synchronous client may not block inside the test's async runtime.
+        return std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            client.execute(&sql, &[&arg]).unwrap()
+        })
+        .join()
+        .unwrap();
+    }
+    let db = rusqlite::Connection::open(database_url.trim_start_matches("sqlite://")).unwrap();
+    db.execute(sql, [arg]).unwrap() as u64
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,7 +6,9 @@
 //! the resource version, its history row and its index rows commit together or not at all.
 
 pub mod index;
+pub mod postgres;
 pub mod query;
+pub mod sql;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -103,7 +105,8 @@ pub struct NewVersion {
 /// Which history to list.
 #[derive(Debug, Clone)]
 pub enum HistoryScope {
-    /// Every resource.
+    /// Every resource except the audit trail, which grows with every request and is read as
+    /// `AuditEvent` history and search instead.
     System,
     /// Every resource of one type.
     Type(String),
@@ -151,6 +154,18 @@ pub trait Reader {
         param: Option<&str>,
         target_type: Option<&str>,
     ) -> FhirResult<Vec<(String, String)>>;
+    /// A number that grows whenever any resource of `rtype` is written (the newest history
+    /// sequence of the type; 0 when none): caches of derived data compare it to stay fresh,
+    /// also across processes sharing the database.
+    fn last_change(&mut self, rtype: &str) -> FhirResult<i64> {
+        let page = self.history(&HistoryQuery {
+            scope: HistoryScope::Type(rtype.to_string()),
+            since: None,
+            before_seq: None,
+            count: 1,
+        })?;
+        Ok(page.entries.first().map_or(0, |(seq, _)| *seq))
+    }
     /// Resources of `source_type` that reference any target through `param` (any reference
     /// parameter when `None`) (`_revinclude`).
     fn incoming(
@@ -206,11 +221,9 @@ pub fn open(url: &str) -> FhirResult<Arc<dyn Store>> {
         return Ok(Arc::new(sqlite::SqliteStore::open(path)?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(FhirError::Unavailable(
-            "the PostgreSQL backend is not built yet; use sqlite://PATH".into(),
-        ));
+        return Ok(Arc::new(postgres::PgStore::open(url)?));
     }
     Err(FhirError::bad_request(format!(
-        "unsupported database URL `{url}`: expected sqlite://PATH"
+        "unsupported database URL `{url}`: expected sqlite://PATH or postgres://USER@HOST/DB"
     )))
 }

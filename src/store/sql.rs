@@ -1,0 +1,710 @@
+//! The search SQL both stores run, built once for either dialect.
+//!
+//! Each criterion becomes a membership test of the resource row in an index table, so the
+//! planner can drive from the index for selective criteria. Paging is keyset-based on the sort
+//! values and the row id, so pages neither skip nor repeat rows while others write.
+//!
+//! The two databases share the schema's shape (`resources`, `resource_history`, `idx_*`) and
+//! differ only in what [`Dialect`] covers: placeholders, boolean literals and SQLite's unary
+//! `+` planner hint.
+
+use super::index::{ParamKind, Prefix, QueryValue};
+use super::query::{Criterion, Cursor, Modifier, ParamRef, Query, SortBy, SortKey, SortValue};
+
+/// Which database the SQL is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `?` placeholders, `0`/`1` for booleans, `+column` to steer the planner.
+    Sqlite,
+    /// `$n` placeholders, `FALSE`/`TRUE`, no planner hints.
+    Postgres,
+}
+
+/// A positional argument, independent of the driver that binds it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    /// SQL NULL.
+    Null,
+    /// An integer (dates as ms, row ids, limits).
+    Int(i64),
+    /// A floating-point number.
+    Real(f64),
+    /// Text.
+    Text(String),
+}
+
+impl From<String> for Arg {
+    fn from(s: String) -> Self {
+        Arg::Text(s)
+    }
+}
+
+impl From<i64> for Arg {
+    fn from(n: i64) -> Self {
+        Arg::Int(n)
+    }
+}
+
+impl From<f64> for Arg {
+    fn from(f: f64) -> Self {
+        Arg::Real(f)
+    }
+}
+
+/// SQL text with its positional arguments, built together so they never drift apart.
+#[derive(Debug)]
+pub struct Sql {
+    /// The statement.
+    pub text: String,
+    /// Its arguments, in placeholder order.
+    pub args: Vec<Arg>,
+    aliases: usize,
+    dialect: Dialect,
+}
+
+impl Sql {
+    /// An empty statement for `dialect`.
+    pub fn new(dialect: Dialect) -> Self {
+        Sql {
+            text: String::new(),
+            args: Vec::new(),
+            aliases: 0,
+            dialect,
+        }
+    }
+
+    /// Append SQL text.
+    pub fn push(&mut self, text: &str) {
+        self.text.push_str(text);
+    }
+
+    /// Append a placeholder bound to `value`.
+    pub fn arg(&mut self, value: impl Into<Arg>) {
+        self.args.push(value.into());
+        match self.dialect {
+            Dialect::Sqlite => self.text.push('?'),
+            Dialect::Postgres => {
+                self.text.push('$');
+                self.text.push_str(&self.args.len().to_string());
+            }
+        }
+    }
+
+    fn alias(&mut self, prefix: &str) -> String {
+        self.aliases += 1;
+        format!("{prefix}{}", self.aliases)
+    }
+
+    fn literal(&self, value: bool) -> &'static str {
+        match (self.dialect, value) {
+            (Dialect::Sqlite, false) => "0",
+            (Dialect::Sqlite, true) => "1",
+            (Dialect::Postgres, false) => "FALSE",
+            (Dialect::Postgres, true) => "TRUE",
+        }
+    }
+}
+
+/// The index table holding a parameter kind's values.
+pub fn table(kind: ParamKind) -> &'static str {
+    match kind {
+        ParamKind::String => "idx_string",
+        ParamKind::Token => "idx_token",
+        ParamKind::Reference => "idx_reference",
+        ParamKind::Date => "idx_date",
+        ParamKind::Number => "idx_number",
+        ParamKind::Quantity => "idx_quantity",
+        ParamKind::Uri | ParamKind::Composite | ParamKind::Special => "idx_uri",
+    }
+}
+
+/// Largest code point: `text >= v AND text < v || MAX` is a starts-with test that uses the index
+/// (under binary collation, which both stores use for text).
+const TEXT_MAX: &str = "\u{10FFFF}";
+
+fn escape_like(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// Append the criteria, ANDed, as conditions on the resources row `alias`.
+fn criteria(sql: &mut Sql, list: &[Criterion], alias: &str, rtype: &str) {
+    for c in list {
+        sql.push(" AND ");
+        criterion(sql, c, alias, rtype);
+    }
+}
+
+fn criterion(sql: &mut Sql, c: &Criterion, alias: &str, rtype: &str) {
+    match c {
+        // PostgreSQL rejects `IN ()`; SQLite reads it as false, so its text stays as it was.
+        Criterion::Ids(ids) if ids.is_empty() && sql.dialect == Dialect::Postgres => {
+            sql.push("FALSE");
+        }
+        Criterion::Ids(ids) => {
+            sql.push(&format!("{alias}.id IN ("));
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                sql.arg(id.clone());
+            }
+            sql.push(")");
+        }
+        Criterion::Missing { param, missing } => {
+            let not = if *missing { "NOT " } else { "" };
+            sql.push(&format!(
+                "{alias}.rid {not}IN (SELECT rid FROM {} WHERE rtype = ",
+                table(param.kind)
+            ));
+            sql.arg(rtype.to_string());
+            sql.push(" AND param = ");
+            sql.arg(param.code.clone());
+            sql.push(")");
+        }
+        Criterion::Match {
+            param,
+            modifier,
+            values,
+        } => {
+            let not = if *modifier == Modifier::Not {
+                "NOT "
+            } else {
+                ""
+            };
+            sql.push(&format!(
+                "{alias}.rid {not}IN (SELECT rid FROM {} WHERE rtype = ",
+                table(param.kind)
+            ));
+            sql.arg(rtype.to_string());
+            sql.push(" AND param = ");
+            sql.arg(param.code.clone());
+            sql.push(" AND (");
+            for (i, v) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                sql.push("(");
+                value_condition(sql, param, modifier, v);
+                sql.push(")");
+            }
+            sql.push("))");
+        }
+        Criterion::Composite {
+            code,
+            kinds,
+            values,
+        } => {
+            // One combination (group) of the resource must match every component.
+            sql.push(&format!(
+                "{alias}.rid IN (SELECT c0.rid FROM {} c0 WHERE c0.rtype = ",
+                table(kinds[0])
+            ));
+            sql.arg(rtype.to_string());
+            sql.push(" AND c0.param = ");
+            sql.arg(format!("{code}#0"));
+            sql.push(" AND (");
+            for (i, tuple) in values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(" OR ");
+                }
+                sql.push("(");
+                for (k, (kind, value)) in kinds.iter().zip(tuple).enumerate() {
+                    let param = ParamRef {
+                        code: format!("{code}#{k}"),
+                        kind: *kind,
+                    };
+                    if k == 0 {
+                        value_condition(sql, &param, &Modifier::None, value);
+                        continue;
+                    }
+                    // Unqualified columns inside resolve to the innermost table, c{k}.
+                    sql.push(&format!(
+                        " AND EXISTS (SELECT 1 FROM {} c{k} WHERE c{k}.rid = c0.rid AND c{k}.grp = c0.grp AND c{k}.param = ",
+                        table(*kind)
+                    ));
+                    sql.arg(param.code.clone());
+                    sql.push(" AND (");
+                    value_condition(sql, &param, &Modifier::None, value);
+                    sql.push("))");
+                }
+                sql.push(")");
+            }
+            sql.push("))");
+        }
+        Criterion::Chain {
+            param,
+            target_type,
+            inner,
+        } => {
+            let target = sql.alias("c");
+            sql.push(&format!(
+                "{alias}.rid IN (SELECT rid FROM idx_reference WHERE rtype = "
+            ));
+            sql.arg(rtype.to_string());
+            sql.push(" AND param = ");
+            sql.arg(param.code.clone());
+            sql.push(" AND target_type = ");
+            sql.arg(target_type.clone());
+            sql.push(&format!(" AND target_id IN (SELECT {target}.id FROM resources {target} WHERE {target}.rtype = "));
+            sql.arg(target_type.clone());
+            sql.push(&format!(" AND {target}.deleted = 0"));
+            criteria(sql, inner, &target, target_type);
+            sql.push("))");
+        }
+        Criterion::AnyOf(groups) => {
+            let (none, all) = (sql.literal(false), sql.literal(true));
+            sql.push(&format!("({none}"));
+            for group in groups {
+                sql.push(&format!(" OR ({all}"));
+                criteria(sql, group, alias, rtype);
+                sql.push(")");
+            }
+            sql.push(")");
+        }
+        Criterion::Has {
+            source_type,
+            param,
+            inner,
+        } => {
+            let source = sql.alias("h");
+            let reference = sql.alias("x");
+            sql.push(&format!(
+                "{alias}.id IN (SELECT {reference}.target_id FROM idx_reference {reference} \
+                 JOIN resources {source} ON {source}.rid = {reference}.rid WHERE {reference}.rtype = "
+            ));
+            sql.arg(source_type.clone());
+            sql.push(&format!(" AND {reference}.param = "));
+            sql.arg(param.code.clone());
+            sql.push(&format!(" AND {reference}.target_type = "));
+            sql.arg(rtype.to_string());
+            sql.push(&format!(" AND {source}.deleted = 0"));
+            criteria(sql, inner, &source, source_type);
+            sql.push(")");
+        }
+    }
+}
+
+/// The condition one value puts on a row of the parameter's index table.
+fn value_condition(sql: &mut Sql, param: &ParamRef, modifier: &Modifier, value: &QueryValue) {
+    match value {
+        QueryValue::String { normalized, exact } => match (param.kind, modifier) {
+            (ParamKind::Token, _) => starts_with(sql, "text", normalized),
+            (_, Modifier::Exact) => {
+                sql.push("exact = ");
+                sql.arg(exact.clone());
+            }
+            (_, Modifier::Contains) => {
+                sql.push("norm LIKE ");
+                sql.arg(format!("%{}%", escape_like(normalized)));
+                sql.push(" ESCAPE '\\'");
+            }
+            _ => starts_with(sql, "norm", normalized),
+        },
+        QueryValue::Token { system, code } if *modifier == Modifier::OfType => {
+            sql.push("of_type = ");
+            sql.arg(system.clone().flatten().unwrap_or_default());
+            sql.push(" AND code = ");
+            sql.arg(code.clone().unwrap_or_default());
+        }
+        QueryValue::Token { system, code } => {
+            let mut parts = 0;
+            if let Some(code) = code {
+                sql.push("code = ");
+                sql.arg(code.clone());
+                parts += 1;
+            }
+            match system {
+                None => {}
+                Some(None) => {
+                    sql.push(if parts > 0 {
+                        " AND system IS NULL"
+                    } else {
+                        "system IS NULL"
+                    });
+                    parts += 1;
+                }
+                Some(Some(s)) => {
+                    sql.push(if parts > 0 {
+                        " AND system = "
+                    } else {
+                        "system = "
+                    });
+                    sql.arg(s.clone());
+                    parts += 1;
+                }
+            }
+            if parts == 0 {
+                let all = sql.literal(true);
+                sql.push(all);
+            }
+        }
+        QueryValue::Reference {
+            target_type,
+            target_id,
+            url,
+        } => match target_id {
+            Some(id) => {
+                sql.push("target_id = ");
+                sql.arg(id.clone());
+                if let Some(t) = target_type {
+                    sql.push(" AND target_type = ");
+                    sql.arg(t.clone());
+                }
+            }
+            None => {
+                sql.push("url = ");
+                sql.arg(url.clone());
+            }
+        },
+        QueryValue::Date { prefix, low, high } => date_condition(sql, *prefix, *low, *high),
+        QueryValue::Number {
+            prefix,
+            value,
+            low,
+            high,
+        } => number_condition(sql, *prefix, *value, *low, *high),
+        QueryValue::Quantity {
+            prefix,
+            value,
+            low,
+            high,
+            system,
+            code,
+        } => {
+            number_condition(sql, *prefix, *value, *low, *high);
+            if let Some(s) = system {
+                sql.push(" AND system = ");
+                sql.arg(s.clone());
+            }
+            if let Some(c) = code {
+                if system.is_some() {
+                    sql.push(" AND code = ");
+                    sql.arg(c.clone());
+                } else {
+                    sql.push(" AND (code = ");
+                    sql.arg(c.clone());
+                    sql.push(" OR unit = ");
+                    sql.arg(c.clone());
+                    sql.push(")");
+                }
+            }
+        }
+        QueryValue::Uri(uri) => match modifier {
+            Modifier::Below => {
+                sql.push("uri LIKE ");
+                sql.arg(format!("{}%", escape_like(uri)));
+                sql.push(" ESCAPE '\\'");
+            }
+            Modifier::Above => {
+                sql.push("substr(");
+                sql.arg(uri.clone());
+                sql.push(", 1, length(uri)) = uri");
+            }
+            _ => {
+                sql.push("uri = ");
+                sql.arg(uri.clone());
+            }
+        },
+    }
+}
+
+fn starts_with(sql: &mut Sql, column: &str, prefix: &str) {
+    sql.push(&format!("{column} >= "));
+    sql.arg(prefix.to_string());
+    sql.push(&format!(" AND {column} < "));
+    sql.arg(format!("{prefix}{TEXT_MAX}"));
+}
+
+/// R4 search.html#prefix for ranges: the stored range `[low, high)` against the value's
+/// precision range `[l, h)`.
+fn date_condition(sql: &mut Sql, prefix: Prefix, l: i64, h: i64) {
+    let within = |sql: &mut Sql| {
+        sql.push("(low >= ");
+        sql.arg(l);
+        sql.push(" AND high <= ");
+        sql.arg(h);
+        sql.push(")");
+    };
+    match prefix {
+        Prefix::Eq => within(sql),
+        Prefix::Ne => {
+            sql.push("NOT ");
+            within(sql);
+        }
+        Prefix::Gt => {
+            sql.push("high > ");
+            sql.arg(h);
+        }
+        Prefix::Lt => {
+            sql.push("low < ");
+            sql.arg(l);
+        }
+        Prefix::Ge => {
+            sql.push("high > ");
+            sql.arg(h);
+            sql.push(" OR ");
+            within(sql);
+        }
+        Prefix::Le => {
+            sql.push("low < ");
+            sql.arg(l);
+            sql.push(" OR ");
+            within(sql);
+        }
+        Prefix::Sa => {
+            sql.push("low >= ");
+            sql.arg(h);
+        }
+        Prefix::Eb => {
+            sql.push("high <= ");
+            sql.arg(l);
+        }
+        Prefix::Ap => {
+            // Approximately: the value widened by 10% of its distance from now (R4 leaves the
+            // width to the server).
+            let now = chrono::Utc::now().timestamp_millis();
+            let gap = ((now - l).abs() / 10).max(24 * 3600 * 1000);
+            sql.push("low < ");
+            sql.arg(h.saturating_add(gap));
+            sql.push(" AND high > ");
+            sql.arg(l.saturating_sub(gap));
+        }
+    }
+}
+
+fn number_condition(sql: &mut Sql, prefix: Prefix, value: f64, low: f64, high: f64) {
+    match prefix {
+        Prefix::Eq => {
+            sql.push("value >= ");
+            sql.arg(low);
+            sql.push(" AND value < ");
+            sql.arg(high);
+        }
+        Prefix::Ne => {
+            sql.push("NOT (value >= ");
+            sql.arg(low);
+            sql.push(" AND value < ");
+            sql.arg(high);
+            sql.push(")");
+        }
+        Prefix::Gt | Prefix::Sa => {
+            sql.push("value > ");
+            sql.arg(value);
+        }
+        Prefix::Lt | Prefix::Eb => {
+            sql.push("value < ");
+            sql.arg(value);
+        }
+        Prefix::Ge => {
+            sql.push("value >= ");
+            sql.arg(value);
+        }
+        Prefix::Le => {
+            sql.push("value <= ");
+            sql.arg(value);
+        }
+        Prefix::Ap => {
+            let gap = (value * 0.1).abs();
+            sql.push("value >= ");
+            sql.arg(value - gap);
+            sql.push(" AND value <= ");
+            sql.arg(value + gap);
+        }
+    }
+}
+
+/// The SQL expression of a sort key on the resources row `alias`, with missing values last.
+fn sort_expression(sql: &mut Sql, key: &SortKey, alias: &str) {
+    let param = match &key.by {
+        SortBy::Id => return sql.push(&format!("{alias}.id")),
+        SortBy::LastUpdated => return sql.push(&format!("{alias}.last_updated")),
+        SortBy::Param(p) => p,
+    };
+    let (column, missing_asc, missing_desc): (&str, Arg, Arg) = match param.kind {
+        ParamKind::String => ("norm", TEXT_MAX.to_string().into(), String::new().into()),
+        ParamKind::Token => ("code", TEXT_MAX.to_string().into(), String::new().into()),
+        ParamKind::Reference => (
+            "COALESCE(target_type || '/' || target_id, url)",
+            TEXT_MAX.to_string().into(),
+            String::new().into(),
+        ),
+        ParamKind::Date if key.descending => ("high", i64::MAX.into(), i64::MIN.into()),
+        ParamKind::Date => ("low", i64::MAX.into(), i64::MIN.into()),
+        ParamKind::Number | ParamKind::Quantity => ("value", f64::MAX.into(), f64::MIN.into()),
+        _ => ("uri", TEXT_MAX.to_string().into(), String::new().into()),
+    };
+    let aggregate = if key.descending { "MAX" } else { "MIN" };
+    sql.push(&format!(
+        "COALESCE((SELECT {aggregate}({column}) FROM {} s WHERE s.rid = {alias}.rid AND s.param = ",
+        table(param.kind)
+    ));
+    sql.arg(param.code.clone());
+    sql.push("), ");
+    sql.arg(if key.descending {
+        missing_desc
+    } else {
+        missing_asc
+    });
+    sql.push(")");
+}
+
+/// With a criterion that names matching rows, `+` keeps SQLite from walking every resource of
+/// the type through the (rtype, id) index and makes it drive from the criterion's index instead.
+/// PostgreSQL's planner costs the alternatives itself (and has no such operator on text).
+fn type_term(dialect: Dialect, list: &[Criterion]) -> &'static str {
+    if dialect == Dialect::Postgres {
+        return "";
+    }
+    let selective = list.iter().any(|c| match c {
+        Criterion::Missing { .. } => false,
+        Criterion::Match { modifier, .. } => *modifier != Modifier::Not,
+        _ => true,
+    });
+    if selective { "+" } else { "" }
+}
+
+/// One page of a search. Columns: `rid, version, last_updated, method, body, id`, then one
+/// sort value per sort key; `count + 1` rows at most, so the caller can tell whether more follow.
+pub fn page(dialect: Dialect, q: &Query) -> Sql {
+    let backwards = q.cursor.as_ref().is_some_and(|c| c.backwards);
+    let mut sql = Sql::new(dialect);
+    sql.push("SELECT m.rid, h.version, h.last_updated, h.method, h.body, m.id");
+    for i in 0..q.sort.len() {
+        sql.push(&format!(", m.k{i}"));
+    }
+    sql.push(" FROM (SELECT r.rid AS rid, r.seq AS seq, r.id AS id");
+    for (i, key) in q.sort.iter().enumerate() {
+        sql.push(", ");
+        sort_expression(&mut sql, key, "r");
+        sql.push(&format!(" AS k{i}"));
+    }
+    sql.push(&format!(
+        " FROM resources r WHERE {}r.rtype = ",
+        type_term(dialect, &q.criteria)
+    ));
+    sql.arg(q.rtype.clone());
+    sql.push(" AND r.deleted = 0");
+    criteria(&mut sql, &q.criteria, "r", &q.rtype);
+    sql.push(") m JOIN resource_history h ON h.seq = m.seq");
+    if let Some(cursor) = &q.cursor {
+        sql.push(" WHERE ");
+        cursor_condition(&mut sql, &q.sort, cursor);
+    }
+    sql.push(" ORDER BY ");
+    for (i, key) in q.sort.iter().enumerate() {
+        let descending = key.descending != backwards;
+        sql.push(&format!(
+            "m.k{i} {}, ",
+            if descending { "DESC" } else { "ASC" }
+        ));
+    }
+    sql.push(if backwards {
+        "m.rid DESC LIMIT "
+    } else {
+        "m.rid ASC LIMIT "
+    });
+    sql.arg((q.count + 1) as i64);
+    sql
+}
+
+/// How many current resources match a search (one `COUNT(*)` column).
+pub fn count(dialect: Dialect, q: &Query) -> Sql {
+    let mut sql = Sql::new(dialect);
+    sql.push(&format!(
+        "SELECT COUNT(*) FROM resources r WHERE {}r.rtype = ",
+        type_term(dialect, &q.criteria)
+    ));
+    sql.arg(q.rtype.clone());
+    sql.push(" AND r.deleted = 0");
+    criteria(&mut sql, &q.criteria, "r", &q.rtype);
+    sql
+}
+
+/// Rows strictly after (or before, going back) the cursor in (keys…, rid) order.
+fn cursor_condition(sql: &mut Sql, sort: &[SortKey], cursor: &Cursor) {
+    let after = |descending: bool| {
+        if descending != cursor.backwards {
+            "<"
+        } else {
+            ">"
+        }
+    };
+    sql.push("(");
+    for i in 0..=sort.len() {
+        if i > 0 {
+            sql.push(" OR ");
+        }
+        sql.push("(");
+        for j in 0..i {
+            sql.push(&format!("m.k{j} = "));
+            sql.arg(sort_arg(cursor.values.get(j)));
+            sql.push(" AND ");
+        }
+        if i < sort.len() {
+            sql.push(&format!("m.k{i} {} ", after(sort[i].descending)));
+            sql.arg(sort_arg(cursor.values.get(i)));
+        } else {
+            sql.push(&format!("m.rid {} ", after(false)));
+            sql.arg(cursor.row);
+        }
+        sql.push(")");
+    }
+    sql.push(")");
+}
+
+fn sort_arg(value: Option<&SortValue>) -> Arg {
+    match value {
+        Some(SortValue::Int(n)) => Arg::Int(*n),
+        Some(SortValue::Real(f)) => Arg::Real(*f),
+        Some(SortValue::Text(t)) => Arg::Text(t.clone()),
+        None => Arg::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::query::Criterion;
+
+    fn query(criteria: Vec<Criterion>) -> Query {
+        Query {
+            rtype: "Patient".into(),
+            criteria,
+            sort: vec![],
+            count: 10,
+            cursor: None,
+            with_total: false,
+        }
+    }
+
+    #[test]
+    fn placeholders_follow_the_dialect() {
+        let q = query(vec![Criterion::Ids(vec!["a".into(), "b".into()])]);
+        let lite = count(Dialect::Sqlite, &q);
+        assert_eq!(
+            lite.text,
+            "SELECT COUNT(*) FROM resources r WHERE +r.rtype = ? AND r.deleted = 0 AND r.id IN (?, ?)"
+        );
+        let pg = count(Dialect::Postgres, &q);
+        assert_eq!(
+            pg.text,
+            "SELECT COUNT(*) FROM resources r WHERE r.rtype = $1 AND r.deleted = 0 AND r.id IN ($2, $3)"
+        );
+        assert_eq!(lite.args, pg.args);
+    }
+
+    #[test]
+    fn booleans_and_empty_lists_are_valid_postgres() {
+        let q = query(vec![Criterion::AnyOf(vec![vec![Criterion::Ids(vec![])]])]);
+        assert_eq!(
+            count(Dialect::Postgres, &q).text,
+            "SELECT COUNT(*) FROM resources r WHERE r.rtype = $1 AND r.deleted = 0 AND (FALSE OR (TRUE AND FALSE))"
+        );
+        assert_eq!(
+            count(Dialect::Sqlite, &q).text,
+            "SELECT COUNT(*) FROM resources r WHERE +r.rtype = ? AND r.deleted = 0 AND (0 OR (1 AND r.id IN ()))"
+        );
+    }
+}
