@@ -6,38 +6,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::auth::{BackendKey, TokenSource};
-use common::{Auth, Client, Server};
-use jsonwebtoken::Algorithm;
+use common::{Client, Server};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 const YOUTH: &str = "youth-e";
 
 fn backend(server: &Server, id: &str, role: &str, org: &str) -> Client {
-    let key = BackendKey::generate(server.data_dir(), id, Algorithm::ES384);
-    let jwks = BackendKey::jwks_path(server.data_dir(), id, Algorithm::ES384);
-    server.cli(&[
-        "client",
-        "add",
-        "--id",
-        id,
-        "--scope",
-        "system/*.rs",
-        "--jwks",
-        jwks.to_str().unwrap(),
-        "--role",
-        role,
-        "--organization",
-        &format!("Organization/{org}"),
-        "--purpose",
-        "TREAT",
-    ]);
-    server.client().with_auth(Auth::Backend(TokenSource::new(
-        key,
-        server.token_url(),
-        "system/*.rs",
-    )))
+    common::auth::backend_client(server, id, role, org, "TREAT")
 }
 
 /// AuditEvents matching `query`, waiting a little for the writer (it batches asynchronously).

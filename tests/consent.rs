@@ -8,9 +8,8 @@
 
 mod common;
 
-use common::auth::{BackendKey, TokenSource, user_token};
-use common::{Auth, Client, Server};
-use jsonwebtoken::Algorithm;
+use common::auth::user_token;
+use common::{Client, Server};
 use serde_json::{Value, json};
 
 const YOUTH: &str = "youth-c";
@@ -171,29 +170,7 @@ async fn seed(admin: &Client) {
 }
 
 fn backend(server: &Server, id: &str, org: &str, role: &str, purpose: &str) -> Client {
-    let key = BackendKey::generate(server.data_dir(), id, Algorithm::ES384);
-    let jwks = BackendKey::jwks_path(server.data_dir(), id, Algorithm::ES384);
-    server.cli(&[
-        "client",
-        "add",
-        "--id",
-        id,
-        "--scope",
-        "system/*.rs",
-        "--jwks",
-        jwks.to_str().unwrap(),
-        "--organization",
-        &format!("Organization/{org}"),
-        "--role",
-        role,
-        "--purpose",
-        purpose,
-    ]);
-    server.client().with_auth(Auth::Backend(TokenSource::new(
-        key,
-        server.token_url(),
-        "system/*.rs",
-    )))
+    common::auth::backend_client(server, id, role, org, purpose)
 }
 
 async fn user(server: &Server, username: &str, fhir_user: &str, scope: &str) -> Client {

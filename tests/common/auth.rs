@@ -242,3 +242,40 @@ pub async fn user_token(
     assert_eq!(resp.status(), 200);
     resp.json().await.unwrap()
 }
+
+/// Registers a backend client (`system/*.rs`, an ES384 key made with `keygen`) acting for
+/// `Organization/{org}` with `role` and purpose of use `purpose`, and returns a client that
+/// fetches its tokens through the real flow.
+pub fn backend_client(
+    server: &super::Server,
+    id: &str,
+    role: &str,
+    org: &str,
+    purpose: &str,
+) -> super::Client {
+    let key = BackendKey::generate(server.data_dir(), id, Algorithm::ES384);
+    let jwks = BackendKey::jwks_path(server.data_dir(), id, Algorithm::ES384);
+    server.cli(&[
+        "client",
+        "add",
+        "--id",
+        id,
+        "--scope",
+        "system/*.rs",
+        "--jwks",
+        jwks.to_str().unwrap(),
+        "--role",
+        role,
+        "--organization",
+        &format!("Organization/{org}"),
+        "--purpose",
+        purpose,
+    ]);
+    server
+        .client()
+        .with_auth(super::Auth::Backend(TokenSource::new(
+            key,
+            server.token_url(),
+            "system/*.rs",
+        )))
+}
