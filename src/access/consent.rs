@@ -67,6 +67,19 @@ pub fn all_sensitive_labels() -> Vec<Label> {
         .collect()
 }
 
+/// A FHIR Period as `[start, end)` in ms since the epoch; a missing bound is open.
+pub fn period_range(period: &Value) -> (i64, i64) {
+    let bound = |key: &str| {
+        period[key]
+            .as_str()
+            .and_then(crate::search::extract::date_range)
+    };
+    (
+        bound("start").map_or(i64::MIN, |r| r.0),
+        bound("end").map_or(i64::MAX, |r| r.1),
+    )
+}
+
 /// Permit or deny.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -219,18 +232,7 @@ fn provision(p: &Value, root: bool) -> Result<Provision, String> {
             .ok_or_else(|| format!("{at}.data needs a reference"))?;
         data.push(reference.to_string());
     }
-    let period = p.get("period").map(|period| {
-        (
-            period["start"]
-                .as_str()
-                .and_then(crate::search::extract::date_range)
-                .map_or(i64::MIN, |r| r.0),
-            period["end"]
-                .as_str()
-                .and_then(crate::search::extract::date_range)
-                .map_or(i64::MAX, |r| r.1),
-        )
-    });
+    let period = p.get("period").map(period_range);
     Ok(Provision {
         kind: match p["type"].as_str() {
             Some("permit") => Some(Kind::Permit),

@@ -323,14 +323,7 @@ fn takes_part(team: &Value, actors: &HashSet<String>, now: i64) -> bool {
         return false;
     }
     let covers_now = |period: &Value| {
-        let start = period["start"]
-            .as_str()
-            .and_then(crate::search::extract::date_range)
-            .map_or(i64::MIN, |r| r.0);
-        let end = period["end"]
-            .as_str()
-            .and_then(crate::search::extract::date_range)
-            .map_or(i64::MAX, |r| r.1);
+        let (start, end) = consent::period_range(period);
         start <= now && now < end
     };
     covers_now(&team["period"])
@@ -354,28 +347,44 @@ pub fn patients_of(ctx: &Ctx, rtype: &str, id: &str, body: &Value) -> Vec<String
     if rtype == "Patient" {
         return vec![id.to_string()];
     }
-    let mut out = Vec::new();
-    for code in COMPARTMENT.get(rtype).into_iter().flatten() {
-        let Some(def) = ctx.search.param(rtype, code) else {
-            continue;
-        };
-        if def.kind != ParamKind::Reference {
-            continue;
-        }
-        for v in def.values(body) {
-            if let IndexValue::Reference {
-                target_type: Some(t),
-                target_id: Some(i),
-                ..
-            } = v
-                && t == "Patient"
-                && !out.contains(&i)
-            {
-                out.push(i);
-            }
+    let mut out: Vec<String> = Vec::new();
+    for i in referenced_patients(ctx, rtype, body) {
+        if !out.contains(&i) {
+            out.push(i);
         }
     }
     out
+}
+
+/// The reference parameters that put a resource of `rtype` in a Patient's compartment.
+fn compartment_params<'a>(
+    ctx: &'a Ctx,
+    rtype: &'a str,
+) -> impl Iterator<Item = &'a Arc<crate::search::ParamDef>> + 'a {
+    COMPARTMENT
+        .get(rtype)
+        .into_iter()
+        .flatten()
+        .filter_map(move |code| ctx.search.param(rtype, code))
+        .filter(|def| def.kind == ParamKind::Reference)
+}
+
+/// The ids of the Patients a body references through its compartment parameters.
+fn referenced_patients<'a>(
+    ctx: &'a Ctx,
+    rtype: &'a str,
+    body: &'a Value,
+) -> impl Iterator<Item = String> + 'a {
+    compartment_params(ctx, rtype)
+        .flat_map(move |def| def.values(body))
+        .filter_map(|v| match v {
+            IndexValue::Reference {
+                target_type: Some(t),
+                target_id: Some(i),
+                ..
+            } if t == "Patient" => Some(i),
+            _ => None,
+        })
 }
 
 impl Access {
@@ -778,16 +787,10 @@ fn compartment_criterion(ctx: &Ctx, rtype: &str, patient: &str) -> Criterion {
     if rtype == "Patient" {
         groups.push(vec![Criterion::Ids(vec![patient.to_string()])]);
     }
-    for code in COMPARTMENT.get(rtype).into_iter().flatten() {
-        let Some(def) = ctx.search.param(rtype, code) else {
-            continue;
-        };
-        if def.kind != ParamKind::Reference {
-            continue;
-        }
+    for def in compartment_params(ctx, rtype) {
         groups.push(vec![Criterion::Match {
             param: ParamRef {
-                code: code.clone(),
+                code: def.code.clone(),
                 kind: ParamKind::Reference,
             },
             modifier: Modifier::None,
@@ -806,12 +809,5 @@ pub fn in_compartment(ctx: &Ctx, rtype: &str, id: &str, body: &Value, patient: &
     if rtype == "Patient" && id == patient {
         return true;
     }
-    COMPARTMENT.get(rtype).into_iter().flatten().any(|code| {
-        ctx.search.param(rtype, code).is_some_and(|def| {
-            def.kind == ParamKind::Reference && def.values(body).iter().any(|v| {
-                matches!(v, IndexValue::Reference { target_type: Some(t), target_id: Some(i), .. }
-                        if t == "Patient" && i == patient)
-            })
-        })
-    })
+    referenced_patients(ctx, rtype, body).any(|i| i == patient)
 }
