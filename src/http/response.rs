@@ -22,10 +22,20 @@ pub fn fhir_json(status: StatusCode, body: &Value) -> Response {
     response
 }
 
+/// Stored JSON text handed to the HTTP body without a copy.
+struct SharedText(std::sync::Arc<str>);
+
+impl AsRef<[u8]> for SharedText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
 /// Render an interaction's outcome.
 pub fn to_http(base_url: &str, r: FhirResponse) -> Response {
     let body = match r.body {
-        Some(Body::Stored(text)) => HttpBody::from(text.to_string()),
+        // The stored text is shared, not copied, into the response.
+        Some(Body::Stored(text)) => HttpBody::from(bytes::Bytes::from_owner(SharedText(text))),
         Some(Body::Json(v)) => HttpBody::from(serde_json::to_vec(&v).unwrap_or_default()),
         None => HttpBody::empty(),
     };
