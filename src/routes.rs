@@ -151,6 +151,7 @@ async fn handle(
         Some(q) => format!("{} {}?{q}", method, uri.path()),
         None => format!("{} {}", method, uri.path()),
     };
+    let decisions = access.clone();
     let req = FhirRequest {
         method,
         target,
@@ -178,6 +179,13 @@ async fn handle(
             Ok(response)
         })
         .await;
+    let trail = decisions.trail();
+    let response = response.map(|mut r| {
+        if trail.broke_glass {
+            mark_broken_glass(&mut r);
+        }
+        r
+    });
     let Some((requester, interaction, action, target)) = audit else {
         return Ok(response::to_http(&base_url, response?));
     };
@@ -205,10 +213,39 @@ async fn handle(
             status,
             target,
             body,
+            trail,
             at: chrono::Utc::now(),
         })
         .await;
     Ok(response::to_http(&base_url, result?))
+}
+
+/// Tag a response released through break-the-glass (`meta.security` v3-ActReason `BTG` on the
+/// resource, or on the Bundle that carries it), so the receiving system knows how it came.
+fn mark_broken_glass(r: &mut interactions::FhirResponse) {
+    let mut value = match r.body.take() {
+        Some(Body::Json(v)) => v,
+        Some(Body::Stored(text)) => match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(_) => {
+                r.body = Some(Body::Stored(text));
+                return;
+            }
+        },
+        None => return,
+    };
+    if let Some(obj) = value.as_object_mut() {
+        let meta = obj.entry("meta").or_insert_with(|| serde_json::json!({}));
+        if let Some(meta) = meta.as_object_mut() {
+            let security = meta
+                .entry("security")
+                .or_insert_with(|| serde_json::json!([]));
+            if let Some(list) = security.as_array_mut() {
+                list.push(crate::access::break_glass_label());
+            }
+        }
+    }
+    r.body = Some(Body::Json(value));
 }
 
 /// The R4 restful-interaction code and the BALP action of a request.

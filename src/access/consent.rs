@@ -7,7 +7,7 @@
 //! only if the permitting provisions name each of them, and a `minor-consented` resource only
 //! under a Consent the youth signed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -19,6 +19,10 @@ pub const OUR_LABELS: &str = "http://foster-passport.example/fhir/CodeSystem/sec
 pub const MINOR_CONSENTED: &str = "minor-consented";
 /// The Consent scope of privacy consents.
 const PRIVACY_SCOPE: &str = "patient-privacy";
+/// Our CareTeam participant roles. A provision actor may name one as
+/// `reference.identifier {system: this, value: code}`: whoever currently holds that role in the
+/// youth's CareTeam (statewide rules cannot name a person).
+pub const CARE_TEAM_ROLE: &str = "http://foster-passport.example/fhir/CodeSystem/care-team-role";
 
 /// HL7 v3 ActCode sensitivity codes that gate release (mental health, substance use, sexual and
 /// reproductive health, HIV, violence, genetics, ethnicity, taboo).
@@ -96,8 +100,10 @@ pub struct Provision {
     pub kind: Option<Kind>,
     /// In force during `[start, end)` (ms since the epoch).
     pub period: Option<(i64, i64)>,
-    /// Actor references (`Type/id`); empty = anyone.
+    /// Actor references (`Type/id`); empty (with no `team_roles`) = anyone.
     pub actors: Vec<String>,
+    /// Actors named by their role in the youth's CareTeam ([`CARE_TEAM_ROLE`] codes).
+    pub team_roles: Vec<String>,
     /// Action codes; empty = any.
     pub actions: Vec<String>,
     /// Purpose-of-use codes; empty = any.
@@ -117,8 +123,8 @@ pub struct Provision {
 pub struct Compiled {
     /// Its id.
     pub id: String,
-    /// The patient it governs.
-    pub patient: String,
+    /// The patient it governs; `None` for a statewide rule, which governs every youth.
+    pub patient: Option<String>,
     /// The youth signed it (releases `minor-consented` data).
     pub signed_by_youth: bool,
     /// The base rule.
@@ -130,12 +136,7 @@ pub struct Compiled {
 /// Compile a Consent. `Ok(None)`: not an enforceable privacy grant (treatment consents such as
 /// JV-220 orders, inactive ones); `Err`: a privacy Consent we could not enforce faithfully.
 pub fn compile(consent: &Value) -> Result<Option<Compiled>, String> {
-    let is_privacy = consent["scope"]["coding"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c["code"] == PRIVACY_SCOPE);
-    if !is_privacy {
+    if !is_privacy(consent) {
         return Ok(None);
     }
     let patient = consent["patient"]["reference"]
@@ -143,6 +144,46 @@ pub fn compile(consent: &Value) -> Result<Option<Compiled>, String> {
         .and_then(|r| r.strip_prefix("Patient/"))
         .ok_or("a privacy Consent needs patient as a Patient/id reference")?
         .to_string();
+    compile_provisions(consent, Some(patient))
+}
+
+/// Compile a statewide rule: a privacy Consent without a patient whose `policyRule` names the
+/// law. Its root may permit only actors named by CareTeam role, so that it reaches the youth
+/// the requester cares for, not every youth in the state.
+pub fn compile_statewide(consent: &Value) -> Result<Compiled, String> {
+    if !is_privacy(consent) {
+        return Err("a statewide rule must have scope patient-privacy".into());
+    }
+    if consent.get("patient").is_some() {
+        return Err("a statewide rule has no patient".into());
+    }
+    if consent["policyRule"].is_null() {
+        return Err("a statewide rule names the law it applies in policyRule".into());
+    }
+    let compiled =
+        compile_provisions(consent, None)?.ok_or("a statewide rule must be active to be loaded")?;
+    let root = &compiled.root;
+    if root.kind == Some(Kind::Permit) && (!root.actors.is_empty() || root.team_roles.is_empty()) {
+        return Err(
+            "a statewide permit must name its actors by CareTeam role (provision.actor.reference.identifier)"
+                .into(),
+        );
+    }
+    Ok(compiled)
+}
+
+fn is_privacy(consent: &Value) -> bool {
+    consent["scope"]["coding"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["code"] == PRIVACY_SCOPE)
+}
+
+fn compile_provisions(
+    consent: &Value,
+    patient: Option<String>,
+) -> Result<Option<Compiled>, String> {
     let root_value = &consent["provision"];
     let root = provision(root_value, true)?;
     let mut nested = Vec::new();
@@ -166,11 +207,13 @@ pub fn compile(consent: &Value) -> Result<Option<Compiled>, String> {
     if consent["status"] != "active" {
         return Ok(None);
     }
-    let signed_by_youth = consent["performer"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|p| p["reference"].as_str() == Some(&format!("Patient/{patient}")));
+    let signed_by_youth = patient.as_ref().is_some_and(|patient| {
+        consent["performer"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["reference"].as_str() == Some(&format!("Patient/{patient}")))
+    });
     Ok(Some(Compiled {
         id: consent["id"].as_str().unwrap_or_default().to_string(),
         patient,
@@ -207,10 +250,19 @@ fn provision(p: &Value, root: bool) -> Result<Provision, String> {
             .collect()
     };
     let mut actors = Vec::new();
+    let mut team_roles = Vec::new();
     for a in p["actor"].as_array().into_iter().flatten() {
-        let reference = a["reference"]["reference"]
-            .as_str()
-            .ok_or_else(|| format!("{at}.actor needs a reference"))?;
+        let identifier = &a["reference"]["identifier"];
+        if a["reference"].get("reference").is_none() && identifier["system"] == CARE_TEAM_ROLE {
+            let role = identifier["value"]
+                .as_str()
+                .ok_or_else(|| format!("{at}.actor.reference.identifier needs a value"))?;
+            team_roles.push(role.to_string());
+            continue;
+        }
+        let reference = a["reference"]["reference"].as_str().ok_or_else(|| {
+            format!("{at}.actor needs a reference, or an identifier from {CARE_TEAM_ROLE}")
+        })?;
         let kind = reference.split('/').next().unwrap_or_default();
         if !ACTOR_TYPES.contains(&kind) || reference.split('/').count() != 2 {
             return Err(format!(
@@ -243,6 +295,7 @@ fn provision(p: &Value, root: bool) -> Result<Provision, String> {
         },
         period,
         actors,
+        team_roles,
         actions: codes_of("action"),
         purposes: codes_of("purpose"),
         classes: codes_of("class"),
@@ -279,6 +332,8 @@ pub struct Facts {
     /// References that stand for the requester: their fhirUser, organization, and the
     /// CareTeams they currently take part in.
     pub actors: HashSet<String>,
+    /// By patient, the roles the requester currently holds in that youth's CareTeams.
+    pub team_roles: HashMap<String, Vec<String>>,
     /// Purposes of use.
     pub purposes: Vec<String>,
     /// The action asked (`access` for reads and searches).
@@ -289,11 +344,17 @@ pub struct Facts {
 
 impl Provision {
     /// The dimensions that do not depend on the resource: time, actor, action, purpose.
-    fn matches_requester(&self, facts: &Facts) -> bool {
+    fn matches_requester(&self, facts: &Facts, patient: &str) -> bool {
         let in_period = self
             .period
             .is_none_or(|(start, end)| start <= facts.now && facts.now < end);
-        let actor = self.actors.is_empty() || self.actors.iter().any(|a| facts.actors.contains(a));
+        let actor = (self.actors.is_empty() && self.team_roles.is_empty())
+            || self.actors.iter().any(|a| facts.actors.contains(a))
+            || (!self.team_roles.is_empty()
+                && facts
+                    .team_roles
+                    .get(patient)
+                    .is_some_and(|held| self.team_roles.iter().any(|r| held.contains(r))));
         let action = self.actions.is_empty()
             || self.actions.iter().any(|a| {
                 a == facts.action
@@ -325,16 +386,22 @@ impl Provision {
         class && data && code && label
     }
 
-    fn matches(
-        &self,
-        facts: &Facts,
-        rtype: &str,
-        id: &str,
-        resource: &Value,
-        labels: &[Label],
-    ) -> bool {
-        self.matches_requester(facts) && self.matches_resource(rtype, id, resource, labels)
+    /// Whether the provision is about the resource's content (not only its type).
+    fn has_resource_conditions(&self) -> bool {
+        !(self.classes.is_empty() && self.codes.is_empty() && self.data.is_empty())
     }
+}
+
+/// What one decision is about: the resource, its patient, and who asks.
+pub struct Subject<'a> {
+    /// The patient whose consents govern the resource.
+    pub patient: &'a str,
+    /// Resource type.
+    pub rtype: &'a str,
+    /// Logical id.
+    pub id: &'a str,
+    /// The resource.
+    pub resource: &'a Value,
 }
 
 fn collect_codings<'a>(v: &'a Value, out: &mut Vec<(Option<&'a str>, &'a str)>, depth: usize) {
@@ -366,30 +433,44 @@ pub struct Decision {
     pub permit: bool,
     /// Ids of the deciding Consents.
     pub by: Vec<String>,
+    /// A deny came from a Consent the youth signed, over data the youth consented to alone:
+    /// break-the-glass crosses it only in an emergency.
+    pub youth_denies_minor_consented: bool,
 }
 
-/// Decide one resource of the patient under the patient's consents.
+/// Decide one resource under its patient's own consents and the statewide rules.
 pub fn decide(
-    consents: &[Compiled],
+    own: &[Compiled],
+    statewide: &[Compiled],
     facts: &Facts,
-    rtype: &str,
-    id: &str,
-    resource: &Value,
+    subject: &Subject<'_>,
 ) -> Decision {
+    let Subject {
+        patient,
+        rtype,
+        id,
+        resource,
+    } = *subject;
     let labels = sensitive_labels(resource);
+    let matches = |p: &Provision| {
+        p.matches_requester(facts, patient) && p.matches_resource(rtype, id, resource, &labels)
+    };
+    let minor_consented = labels.iter().any(|l| l.1 == MINOR_CONSENTED);
     let mut permits = Vec::new();
     let mut denies = Vec::new();
-    for c in consents {
-        if !c.root.matches(facts, rtype, id, resource, &labels) {
+    let mut youth_denies_minor_consented = false;
+    for c in own.iter().chain(statewide) {
+        if !matches(&c.root) {
             continue;
         }
         let nested_deny = c
             .nested
             .iter()
-            .find(|n| n.kind == Some(Kind::Deny) && n.matches(facts, rtype, id, resource, &labels));
-        let nested_permit = c.nested.iter().find(|n| {
-            n.kind == Some(Kind::Permit) && n.matches(facts, rtype, id, resource, &labels)
-        });
+            .find(|n| n.kind == Some(Kind::Deny) && matches(n));
+        let nested_permit = c
+            .nested
+            .iter()
+            .find(|n| n.kind == Some(Kind::Permit) && matches(n));
         let (kind, named): (Kind, Vec<&Label>) = match (nested_deny, nested_permit) {
             (Some(_), _) => (Kind::Deny, vec![]),
             (None, Some(n)) => (
@@ -402,7 +483,10 @@ pub fn decide(
             ),
         };
         match kind {
-            Kind::Deny => denies.push(c.id.clone()),
+            Kind::Deny => {
+                youth_denies_minor_consented |= c.signed_by_youth && minor_consented;
+                denies.push(c.id.clone());
+            }
             Kind::Permit => {
                 // Sensitive data needs every one of its labels named; minor-consented data
                 // needs the youth's own signature.
@@ -419,48 +503,98 @@ pub fn decide(
         return Decision {
             permit: false,
             by: denies,
+            youth_denies_minor_consented,
         };
     }
     Decision {
         permit: !permits.is_empty(),
         by: permits,
+        youth_denies_minor_consented: false,
     }
 }
 
-/// What a requester may see of one patient's resources of one type, for a search: nothing,
-/// or resources whose sensitive labels are within `released` — refined per resource after.
-pub fn type_release(consents: &[Compiled], facts: &Facts, rtype: &str) -> Option<Vec<Label>> {
-    let mut released: Vec<Label> = Vec::new();
-    let mut any = false;
-    for c in consents {
-        let root_may = c.root.matches_requester(facts)
+/// What a requester may see of one patient's resources of one type, for a search.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// Resources whose sensitivity labels are all among these are released.
+    pub labels: Vec<Label>,
+    /// The Consents that release them.
+    pub by: Vec<String>,
+    /// The labels rule is the whole decision; otherwise finer provisions (codes, instances,
+    /// exceptions, labels split across consents) are decided per resource after the query.
+    pub exact: bool,
+}
+
+/// The release of one patient's resources of `rtype` to the requester: `None` for nothing.
+pub fn type_release(
+    own: &[Compiled],
+    statewide: &[Compiled],
+    facts: &Facts,
+    patient: &str,
+    rtype: &str,
+) -> Option<Release> {
+    let mut release = Release {
+        labels: Vec::new(),
+        by: Vec::new(),
+        exact: true,
+    };
+    let mut labelled_permits = 0;
+    for c in own.iter().chain(statewide) {
+        let root_may = c.root.matches_requester(facts, patient)
             && (c.root.classes.is_empty() || c.root.classes.iter().any(|x| x == rtype));
         if !root_may {
             continue;
         }
-        // A root deny with no resource conditions and no permitting exception shuts the type.
-        let unconditional = |p: &Provision| {
-            p.classes.is_empty() && p.codes.is_empty() && p.labels.is_empty() && p.data.is_empty()
-        };
-        if c.root.kind == Some(Kind::Deny)
-            && unconditional(&c.root)
-            && !c
-                .nested
-                .iter()
-                .any(|n| n.kind == Some(Kind::Permit) && n.matches_requester(facts))
-        {
-            return None;
+        let exceptions: Vec<&Provision> = c
+            .nested
+            .iter()
+            .filter(|n| n.matches_requester(facts, patient))
+            .collect();
+        let unconditional = |p: &Provision| !p.has_resource_conditions() && p.labels.is_empty();
+        if c.root.kind == Some(Kind::Deny) {
+            // A root deny with no resource conditions and no exception for this requester
+            // shuts the type; a conditional one is decided per resource.
+            if unconditional(&c.root) && exceptions.is_empty() {
+                return None;
+            }
+            release.exact = false;
         }
-        for p in std::iter::once(&c.root).chain(c.nested.iter()) {
-            if p.kind == Some(Kind::Permit) && p.matches_requester(facts) {
-                any = true;
+        // A root naming codes, instances or labels selects only the resources that carry them.
+        if !c.root.codes.is_empty() || !c.root.data.is_empty() || !c.root.labels.is_empty() {
+            release.exact = false;
+        }
+        if exceptions
+            .iter()
+            .any(|n| n.kind == Some(Kind::Deny) || n.has_resource_conditions())
+        {
+            release.exact = false;
+        }
+        let mut named = Vec::new();
+        for p in std::iter::once(&c.root).chain(exceptions.iter().copied()) {
+            if p.kind == Some(Kind::Permit) {
                 for l in p.labels.iter().chain(&c.root.labels) {
-                    if !released.contains(l) {
-                        released.push(l.clone());
+                    // Only the youth's own consent releases what the youth consented to alone.
+                    if (l.1 != MINOR_CONSENTED || c.signed_by_youth) && !named.contains(l) {
+                        named.push(l.clone());
                     }
+                }
+                if !release.by.contains(&c.id) {
+                    release.by.push(c.id.clone());
+                }
+            }
+        }
+        if !named.is_empty() {
+            labelled_permits += 1;
+            for l in named {
+                if !release.labels.contains(&l) {
+                    release.labels.push(l);
                 }
             }
         }
     }
-    any.then_some(released)
+    if labelled_permits > 1 {
+        // Each consent must name all of a resource's labels by itself.
+        release.exact = false;
+    }
+    (!release.by.is_empty()).then_some(release)
 }

@@ -10,6 +10,7 @@
 pub mod consent;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 
 use serde_json::Value;
@@ -126,12 +127,34 @@ static COMPARTMENT: LazyLock<HashMap<String, Vec<String>>> = LazyLock::new(|| {
 });
 
 /// The access decisions for one request.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Access {
     /// Who asks.
     pub requester: Arc<Requester>,
     /// The consents that apply, loaded on first need.
     consents: OnceLock<ConsentContext>,
+    /// What decided this request's disclosures, for its AuditEvent.
+    trail: parking_lot::Mutex<Trail>,
+    /// Some search criterion could not hold the whole decision: matches are decided one by one.
+    per_match: AtomicBool,
+}
+
+/// What decided a request's disclosures.
+#[derive(Debug, Default, Clone)]
+pub struct Trail {
+    /// The Consents (and authorship, as `author`) that released or withheld resources.
+    pub decided_by: Vec<String>,
+    /// A resource was released through a deny by break-the-glass.
+    pub broke_glass: bool,
+}
+
+/// The `meta.security` marker of what break-the-glass released (HL7 v3 ActReason `BTG`).
+pub fn break_glass_label() -> Value {
+    serde_json::json!({
+        "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+        "code": "BTG",
+        "display": "break the glass"
+    })
 }
 
 /// How consent applies to a requester.
@@ -140,6 +163,9 @@ enum ConsentMode {
     Exempt,
     /// The youth sees all of their own record and nothing else.
     Youth(String),
+    /// A provider treating an emergency (purpose `ETREAT` or `BTG`): reads through denies,
+    /// flagged. Only an emergency (`ETREAT`) crosses a youth's deny of minor-consented data.
+    BreakGlass { emergency: bool },
     /// Everyone else: the youth's privacy Consents decide.
     Consents,
 }
@@ -148,13 +174,20 @@ enum ConsentMode {
 #[derive(Debug, Clone)]
 struct ConsentContext {
     by_patient: Arc<BTreeMap<String, Vec<consent::Compiled>>>,
+    statewide: Arc<Vec<consent::Compiled>>,
     /// The patients whose consents could release something to this requester.
     candidates: Vec<String>,
     facts: consent::Facts,
 }
 
-/// Every active privacy Consent, compiled and grouped by patient, and the CareTeams they name,
-/// as of a version of both types.
+impl ConsentContext {
+    fn own(&self, patient: &str) -> &[consent::Compiled] {
+        self.by_patient.get(patient).map_or(&[][..], Vec::as_slice)
+    }
+}
+
+/// Every active privacy Consent, compiled and grouped by patient, and every CareTeam, as of a
+/// version of both types.
 #[derive(Debug)]
 struct CompiledConsents {
     key: (i64, i64),
@@ -162,17 +195,62 @@ struct CompiledConsents {
     /// Patients whose consents name an actor, by actor; and those with a provision for anyone.
     by_actor: HashMap<String, Vec<String>>,
     for_anyone: Vec<String>,
-    careteams: Vec<(String, Value)>,
+    teams: Vec<Team>,
+    /// Teams by the references of their participants (`member` and `onBehalfOf`).
+    teams_by_participant: HashMap<String, Vec<usize>>,
+}
+
+/// A CareTeam as consent needs it.
+#[derive(Debug)]
+struct Team {
+    reference: String,
+    patient: Option<String>,
+    in_force: bool,
+    period: (i64, i64),
+    participants: Vec<Participant>,
+}
+
+#[derive(Debug)]
+struct Participant {
+    member: Option<String>,
+    on_behalf_of: Option<String>,
+    roles: Vec<String>,
+    period: (i64, i64),
 }
 
 /// The compiled Consents, shared by requests until a Consent or CareTeam is written (checked
-/// per request against the database, so it holds across processes on one database too).
+/// per request against the database, so it holds across processes on one database too), and
+/// the statewide rules loaded at start-up.
 #[derive(Debug, Default)]
 pub struct ConsentCache {
     current: parking_lot::Mutex<Option<Arc<CompiledConsents>>>,
+    statewide: Arc<Vec<consent::Compiled>>,
 }
 
+/// The statewide rules kept in `conformance/statewide/`: privacy Consents without a patient.
+static STATEWIDE: include_dir::Dir<'_> =
+    include_dir::include_dir!("$CARGO_MANIFEST_DIR/conformance/statewide");
+
 impl ConsentCache {
+    /// A cache evaluating the statewide rules of `conformance/statewide/` with every youth's own.
+    pub fn with_statewide_rules() -> FhirResult<ConsentCache> {
+        let mut rules = Vec::new();
+        for file in STATEWIDE.files() {
+            let name = file.path().display();
+            let value: Value = serde_json::from_slice(file.contents()).map_err(|e| {
+                FhirError::Internal(format!("statewide rule {name} is not JSON: {e}"))
+            })?;
+            rules.push(consent::compile_statewide(&value).map_err(|why| {
+                FhirError::Internal(format!("statewide rule {name} cannot be enforced: {why}"))
+            })?);
+        }
+        rules.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(ConsentCache {
+            current: Default::default(),
+            statewide: Arc::new(rules),
+        })
+    }
+
     fn get(&self, ctx: &Ctx, reader: &mut dyn Reader) -> FhirResult<Arc<CompiledConsents>> {
         let key = (
             reader.last_change("Consent")?,
@@ -212,27 +290,18 @@ fn compile_all(
         with_total: false,
     })?;
     let mut by_patient: BTreeMap<String, Vec<consent::Compiled>> = BTreeMap::new();
-    let mut names = Vec::new();
     for m in page.matches {
         let Some(body) = m.version.body.as_deref() else {
             continue;
         };
         let value: Value = serde_json::from_str(body).map_err(FhirError::internal)?;
         // Unenforceable Consents are refused on write; one stored before that rule is skipped.
-        if let Ok(Some(c)) = consent::compile(&value) {
-            for p in std::iter::once(&c.root).chain(&c.nested) {
-                names.extend(
-                    p.actors
-                        .iter()
-                        .filter(|a| a.starts_with("CareTeam/"))
-                        .cloned(),
-                );
-            }
-            by_patient.entry(c.patient.clone()).or_default().push(c);
+        if let Ok(Some(c)) = consent::compile(&value)
+            && let Some(patient) = c.patient.clone()
+        {
+            by_patient.entry(patient).or_default().push(c);
         }
     }
-    names.sort();
-    names.dedup();
     let mut by_actor: HashMap<String, Vec<String>> = HashMap::new();
     let mut for_anyone = Vec::new();
     for (patient, consents) in &by_patient {
@@ -240,7 +309,7 @@ fn compile_all(
             .iter()
             .flat_map(|c| std::iter::once(&c.root).chain(&c.nested))
         {
-            if p.actors.is_empty() {
+            if p.actors.is_empty() && p.team_roles.is_empty() {
                 for_anyone.push(patient.clone());
             }
             for a in &p.actors {
@@ -252,25 +321,78 @@ fn compile_all(
         list.dedup();
     }
     for_anyone.dedup();
-    let mut careteams = Vec::new();
-    for team in names {
-        let (_, id) = team.split_once('/').expect("CareTeam/id");
-        if let Some(v) = reader.current("CareTeam", id)?
-            && let Some(body) = v.body.as_deref()
-        {
-            careteams.push((
-                team,
-                serde_json::from_str(body).map_err(FhirError::internal)?,
-            ));
-        }
-    }
+    let (teams, teams_by_participant) = compile_teams(reader)?;
     Ok(CompiledConsents {
         key,
         by_patient: Arc::new(by_patient),
         by_actor,
         for_anyone,
-        careteams,
+        teams,
+        teams_by_participant,
     })
+}
+
+/// Every CareTeam, compiled, and an index by participant.
+#[allow(clippy::type_complexity)]
+fn compile_teams(reader: &mut dyn Reader) -> FhirResult<(Vec<Team>, HashMap<String, Vec<usize>>)> {
+    let page = reader.search(&Query {
+        rtype: "CareTeam".into(),
+        criteria: vec![],
+        sort: vec![],
+        count: MAX_CONSENTS,
+        cursor: None,
+        with_total: false,
+    })?;
+    let mut teams = Vec::with_capacity(page.matches.len());
+    let mut index: HashMap<String, Vec<usize>> = HashMap::new();
+    for m in page.matches {
+        let Some(body) = m.version.body.as_deref() else {
+            continue;
+        };
+        let team: Value = serde_json::from_str(body).map_err(FhirError::internal)?;
+        let reference = |v: &Value| v["reference"].as_str().map(str::to_string);
+        let participants: Vec<Participant> = team["participant"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| Participant {
+                member: reference(&p["member"]),
+                on_behalf_of: reference(&p["onBehalfOf"]),
+                roles: p["role"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|cc| cc["coding"].as_array().into_iter().flatten())
+                    .filter(|c| c["system"] == consent::CARE_TEAM_ROLE)
+                    .filter_map(|c| c["code"].as_str().map(str::to_string))
+                    .collect(),
+                period: consent::period_range(&p["period"]),
+            })
+            .collect();
+        let at = teams.len();
+        for p in &participants {
+            for r in [&p.member, &p.on_behalf_of].into_iter().flatten() {
+                let list = index.entry(r.clone()).or_default();
+                if list.last() != Some(&at) {
+                    list.push(at);
+                }
+            }
+        }
+        teams.push(Team {
+            reference: format!("CareTeam/{}", m.version.id),
+            patient: team["subject"]["reference"]
+                .as_str()
+                .and_then(|r| r.strip_prefix("Patient/"))
+                .map(str::to_string),
+            in_force: !matches!(
+                team["status"].as_str(),
+                Some("inactive" | "entered-in-error")
+            ),
+            period: consent::period_range(&team["period"]),
+            participants,
+        });
+    }
+    Ok((teams, index))
 }
 
 impl ConsentContext {
@@ -282,22 +404,44 @@ impl ConsentContext {
             .flatten()
             .cloned()
             .collect();
-        for (team, body) in &compiled.careteams {
-            if takes_part(body, &actors, now) {
-                actors.insert(team.clone());
+        // Current participation, evaluated now: access follows the youth across placements.
+        let mut team_roles: HashMap<String, Vec<String>> = HashMap::new();
+        let covers = |(start, end): (i64, i64)| start <= now && now < end;
+        let mut joined = Vec::new();
+        for a in &actors {
+            for &i in compiled.teams_by_participant.get(a).into_iter().flatten() {
+                let team = &compiled.teams[i];
+                if !team.in_force || !covers(team.period) {
+                    continue;
+                }
+                for p in &team.participants {
+                    let named = |r: &Option<String>| r.as_ref().is_some_and(|r| actors.contains(r));
+                    if (named(&p.member) || named(&p.on_behalf_of)) && covers(p.period) {
+                        joined.push(team.reference.clone());
+                        if let Some(patient) = &team.patient {
+                            let held = team_roles.entry(patient.clone()).or_default();
+                            held.extend(p.roles.iter().cloned());
+                        }
+                    }
+                }
             }
         }
+        actors.extend(joined);
         let mut candidates: Vec<String> = compiled.for_anyone.clone();
         for a in &actors {
             candidates.extend(compiled.by_actor.get(a).into_iter().flatten().cloned());
         }
+        // Rules naming actors by CareTeam role reach the youth whose teams the requester is in.
+        candidates.extend(team_roles.keys().cloned());
         candidates.sort();
         candidates.dedup();
         Ok(ConsentContext {
             by_patient: compiled.by_patient.clone(),
+            statewide: ctx.consents.statewide.clone(),
             candidates,
             facts: consent::Facts {
                 actors,
+                team_roles,
                 purposes: r.purpose.clone(),
                 action: "access",
                 now,
@@ -312,34 +456,6 @@ const SERVER_CLIENT: &str = "foster-passport";
 
 /// How many active privacy Consents one decision reads at most.
 const MAX_CONSENTS: usize = 100_000;
-
-/// Whether the requester (one of `actors`) is a current participant of a CareTeam: a member,
-/// or acting on behalf of the requester's organization, with a period covering now.
-fn takes_part(team: &Value, actors: &HashSet<String>, now: i64) -> bool {
-    if matches!(
-        team["status"].as_str(),
-        Some("inactive" | "entered-in-error")
-    ) {
-        return false;
-    }
-    let covers_now = |period: &Value| {
-        let (start, end) = consent::period_range(period);
-        start <= now && now < end
-    };
-    covers_now(&team["period"])
-        && team["participant"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|p| {
-                let named = |k: &str| {
-                    p[k]["reference"]
-                        .as_str()
-                        .is_some_and(|r| actors.contains(r))
-                };
-                (named("member") || named("onBehalfOf")) && covers_now(&p["period"])
-            })
-}
 
 /// The patients a resource is about: itself for a Patient, else the Patient references of its
 /// compartment parameters.
@@ -428,6 +544,8 @@ impl Access {
         Access {
             requester: requester.into(),
             consents: OnceLock::new(),
+            trail: Default::default(),
+            per_match: AtomicBool::new(false),
         }
     }
 
@@ -664,15 +782,33 @@ impl Access {
     }
 
     /// Search matches must each pass [`Access::consent_permits`]: the consent criterion
-    /// narrows by patient and label, finer provisions (codes, instances, nested denies) are
-    /// decided per resource.
+    /// narrowed by patient, label and authorship, but finer provisions (codes, instances,
+    /// exceptions) remain to be decided per resource. Asked after the criterion is built.
     pub fn checks_each_match(&self) -> bool {
-        matches!(self.consent_mode(), ConsentMode::Consents)
+        match self.consent_mode() {
+            ConsentMode::BreakGlass { .. } => true,
+            ConsentMode::Consents => self.per_match.load(Ordering::Relaxed),
+            ConsentMode::Exempt | ConsentMode::Youth(_) => false,
+        }
     }
 
     /// Consent does not restrict this requester (the custodian).
     pub fn consent_exempt(&self) -> bool {
         matches!(self.consent_mode(), ConsentMode::Exempt)
+    }
+
+    /// What decided this request's disclosures so far.
+    pub fn trail(&self) -> Trail {
+        self.trail.lock().clone()
+    }
+
+    fn note(&self, by: &[String]) {
+        let mut trail = self.trail.lock();
+        for id in by {
+            if !trail.decided_by.contains(id) {
+                trail.decided_by.push(id.clone());
+            }
+        }
     }
 
     /// How consent applies to this requester.
@@ -681,14 +817,20 @@ impl Access {
         if r.role.as_deref() == Some("custodian") {
             return ConsentMode::Exempt;
         }
-        match r
+        if let Some(youth) = r
             .fhir_user
             .as_deref()
             .and_then(|u| u.strip_prefix("Patient/"))
         {
-            Some(youth) => ConsentMode::Youth(youth.to_string()),
-            None => ConsentMode::Consents,
+            return ConsentMode::Youth(youth.to_string());
         }
+        let states = |code: &str| r.purpose.iter().any(|p| p == code);
+        if r.role.as_deref() == Some("provider") && (states("ETREAT") || states("BTG")) {
+            return ConsentMode::BreakGlass {
+                emergency: states("ETREAT"),
+            };
+        }
+        ConsentMode::Consents
     }
 
     /// The active privacy Consents by patient and what the requester is, loaded once per request.
@@ -700,6 +842,25 @@ impl Access {
         Ok(self.consents.get_or_init(|| loaded))
     }
 
+    /// What the server records as `meta.source` of what this requester writes: its
+    /// organization (else its user) as an absolute URL, so it may read what it wrote. `None` for
+    /// the custodian and the server, whose writes keep the source they carry.
+    pub fn author_source(&self, ctx: &Ctx) -> Option<String> {
+        if self.consent_exempt() || self.is_server() {
+            return None;
+        }
+        let r = &self.requester;
+        let who = r.organization.as_ref().or(r.fhir_user.as_ref())?;
+        Some(format!("{}/{who}", ctx.base_url))
+    }
+
+    /// The requester wrote this resource (rule 3: an author may read what it wrote).
+    fn is_author(&self, ctx: &Ctx, body: &Value) -> bool {
+        body["meta"]["source"]
+            .as_str()
+            .is_some_and(|s| self.author_source(ctx).as_deref() == Some(s))
+    }
+
     /// The consent criterion for searches of `rtype` (`None`: consent does not restrict).
     fn consent_criterion(
         &self,
@@ -708,7 +869,7 @@ impl Access {
         rtype: &str,
     ) -> FhirResult<Option<Criterion>> {
         match self.consent_mode() {
-            ConsentMode::Exempt => Ok(None),
+            ConsentMode::Exempt | ConsentMode::BreakGlass { .. } => Ok(None),
             ConsentMode::Youth(youth) => Ok(Some(compartment_criterion(ctx, rtype, &youth))),
             ConsentMode::Consents => {
                 if rtype != "Patient" && !COMPARTMENT.contains_key(rtype) {
@@ -716,16 +877,25 @@ impl Access {
                 }
                 let loaded = self.consents(ctx, reader)?;
                 let mut groups = Vec::new();
+                let mut by = Vec::new();
                 for patient in &loaded.candidates {
-                    let consents = &loaded.by_patient[patient];
-                    let Some(released) = consent::type_release(consents, &loaded.facts, rtype)
-                    else {
+                    let Some(release) = consent::type_release(
+                        loaded.own(patient),
+                        &loaded.statewide,
+                        &loaded.facts,
+                        patient,
+                        rtype,
+                    ) else {
                         continue;
                     };
+                    if !release.exact {
+                        self.per_match.store(true, Ordering::Relaxed);
+                    }
+                    by.extend(release.by);
                     let mut group = vec![compartment_criterion(ctx, rtype, patient)];
                     let blocked: Vec<QueryValue> = consent::all_sensitive_labels()
                         .into_iter()
-                        .filter(|l| !released.contains(l))
+                        .filter(|l| !release.labels.contains(l))
                         .map(|(system, code)| QueryValue::Token {
                             system: Some(Some(system)),
                             code: Some(code),
@@ -743,6 +913,19 @@ impl Access {
                     }
                     groups.push(group);
                 }
+                if let Some(source) = self.author_source(ctx) {
+                    groups.push(vec![Criterion::Match {
+                        param: ParamRef {
+                            code: "_source".into(),
+                            kind: ParamKind::Uri,
+                        },
+                        modifier: Modifier::None,
+                        values: vec![QueryValue::Uri(source)],
+                    }]);
+                }
+                by.sort();
+                by.dedup();
+                self.note(&by);
                 Ok(Some(Criterion::AnyOf(groups)))
             }
         }
@@ -758,25 +941,56 @@ impl Access {
         id: &str,
         body: &Value,
     ) -> FhirResult<bool> {
-        match self.consent_mode() {
-            ConsentMode::Exempt => Ok(true),
-            ConsentMode::Youth(youth) => Ok(in_compartment(ctx, rtype, id, body, &youth)),
-            ConsentMode::Consents => {
-                let patients = patients_of(ctx, rtype, id, body);
-                if patients.is_empty() {
-                    // Not about a patient (an Organization, a Practitioner): consent does not
-                    // govern it. Patient data with no patient found is held back.
-                    return Ok(!COMPARTMENT.contains_key(rtype));
+        let emergency = match self.consent_mode() {
+            ConsentMode::Exempt => return Ok(true),
+            ConsentMode::Youth(youth) => return Ok(in_compartment(ctx, rtype, id, body, &youth)),
+            ConsentMode::BreakGlass { emergency } if action == "access" => Some(emergency),
+            ConsentMode::BreakGlass { .. } | ConsentMode::Consents => None,
+        };
+        let patients = patients_of(ctx, rtype, id, body);
+        if patients.is_empty() {
+            // Not about a patient (an Organization, a Practitioner): consent does not
+            // govern it. Patient data with no patient found is held back.
+            return Ok(!COMPARTMENT.contains_key(rtype));
+        }
+        if self.is_author(ctx, body) {
+            self.note(&["author".to_string()]);
+            return Ok(true);
+        }
+        let loaded = self.consents(ctx, reader)?;
+        let mut facts = loaded.facts.clone();
+        facts.action = action;
+        let mut permit = true;
+        let mut glass = false;
+        for patient in &patients {
+            let decision = consent::decide(
+                loaded.own(patient),
+                &loaded.statewide,
+                &facts,
+                &consent::Subject {
+                    patient,
+                    rtype,
+                    id,
+                    resource: body,
+                },
+            );
+            self.note(&decision.by);
+            if decision.permit {
+                continue;
+            }
+            match emergency {
+                // Break the glass: through any deny but the youth's own over what they
+                // consented to alone, which only an emergency crosses.
+                Some(emergency) if emergency || !decision.youth_denies_minor_consented => {
+                    glass = true;
                 }
-                let loaded = self.consents(ctx, reader)?;
-                let mut facts = loaded.facts.clone();
-                facts.action = action;
-                Ok(patients.iter().all(|p| {
-                    let consents = loaded.by_patient.get(p).map_or(&[][..], Vec::as_slice);
-                    consent::decide(consents, &facts, rtype, id, body).permit
-                }))
+                _ => permit = false,
             }
         }
+        if permit && glass {
+            self.trail.lock().broke_glass = true;
+        }
+        Ok(permit)
     }
 }
 

@@ -13,12 +13,15 @@ use std::thread::JoinHandle;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use crate::access::{Access, Requester};
+use crate::access::{Access, Requester, Trail};
 use crate::auth::crypto;
 use crate::error::{FhirError, FhirResult};
 use crate::interactions::{Ctx, write_version};
 use crate::store::{HistoryQuery, HistoryScope, Store, WriteMethod};
 
+/// The extension naming what decided a request: a `valueString` per Consent id (or `author`).
+pub const DECIDED_BY_URL: &str =
+    "http://foster-passport.example/fhir/StructureDefinition/audit-decided-by";
 /// The chain extension on every AuditEvent we write.
 pub const CHAIN_URL: &str = "http://foster-passport.example/fhir/StructureDefinition/audit-chain";
 /// What the first event names as its predecessor (FHIR strings may not be empty).
@@ -43,6 +46,8 @@ pub struct AuditRecord {
     pub target: Option<String>,
     /// The answer's body (resources disclosed), if any.
     pub body: Option<Arc<str>>,
+    /// What decided the disclosures: Consents, authorship, break-the-glass.
+    pub trail: Trail,
     /// When.
     pub at: DateTime<Utc>,
 }
@@ -346,12 +351,31 @@ fn event(ctx: &Ctx, r: &AuditRecord) -> Value {
     if outcome != "0" {
         event["outcomeDesc"] = json!(format!("HTTP {}", r.status));
     }
-    if !requester.purpose.is_empty() {
-        event["purposeOfEvent"] = json!(requester
-            .purpose
+    let mut purposes: Vec<&str> = requester.purpose.iter().map(String::as_str).collect();
+    if r.trail.broke_glass {
+        // Flagged for review by the plan's Child Welfare Liaison: `AuditEvent?_security=BTG`.
+        event["meta"] = json!({ "security": [crate::access::break_glass_label()] });
+        if !purposes.contains(&"BTG") {
+            purposes.push("BTG");
+        }
+    }
+    if !purposes.is_empty() {
+        event["purposeOfEvent"] = json!(purposes
             .iter()
             .map(|p| json!({ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": p }] }))
             .collect::<Vec<_>>());
+    }
+    if !r.trail.decided_by.is_empty() {
+        let ids: Vec<Value> = r
+            .trail
+            .decided_by
+            .iter()
+            .map(|id| json!({ "url": "consent", "valueString": id }))
+            .collect();
+        event["extension"]
+            .as_array_mut()
+            .expect("events carry extensions")
+            .push(json!({ "url": DECIDED_BY_URL, "extension": ids }));
     }
     event
 }

@@ -357,13 +357,26 @@ pub fn write_version(
         WriteMethod::Create => Letter::C,
         _ => Letter::U,
     };
+    // The server records who wrote what (`meta.source`): a client's own claim is not trusted,
+    // since authorship lets the author read what it wrote.
+    let author = access.author_source(ctx);
+    if author.is_some() {
+        set_source(&mut body, None);
+    }
     if let Some(p) = previous
         && let Some(old) = p.body.as_deref()
     {
         let old: Value = serde_json::from_str(old).map_err(FhirError::internal)?;
         access.check_write(ctx, tx, letter, rtype, id, &old)?;
+        if author.is_some() && old["meta"]["source"].as_str() == author.as_deref() {
+            // The author revises its own resource: the new version stays its own.
+            set_source(&mut body, author.as_deref());
+        }
     }
     access.check_write(ctx, tx, letter, rtype, id, &body)?;
+    if author.is_some() {
+        set_source(&mut body, author.as_deref());
+    }
     if rtype == "Consent" {
         // A privacy Consent the engine cannot enforce faithfully is refused, never stored and
         // silently ignored.
@@ -385,6 +398,28 @@ pub fn write_version(
         body: Some(text),
         index,
     })
+}
+
+/// Set (or with `None`, remove) `meta.source`.
+fn set_source(body: &mut Value, source: Option<&str>) {
+    let Some(obj) = body.as_object_mut() else {
+        return;
+    };
+    match source {
+        Some(s) => {
+            let meta = obj
+                .entry("meta")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Some(meta) = meta.as_object_mut() {
+                meta.insert("source".into(), Value::String(s.to_string()));
+            }
+        }
+        None => {
+            if let Some(meta) = obj.get_mut("meta").and_then(Value::as_object_mut) {
+                meta.shift_remove("source");
+            }
+        }
+    }
 }
 
 /// Write a deletion of `rtype/id` after `previous`, when the requester may delete it.

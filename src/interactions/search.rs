@@ -14,7 +14,7 @@ use crate::error::{FhirError, FhirResult, Issue, operation_outcome};
 use crate::fhir::bundle;
 use crate::fhir::summary::{self, Subset};
 use crate::search::parse::{self, Include, SearchRequest, Summary};
-use crate::store::query::{Cursor, Match};
+use crate::store::query::{Cursor, Match, Page};
 use crate::store::{Reader, Version};
 
 /// How many rounds `:iterate` includes may take.
@@ -44,10 +44,16 @@ pub fn search(
             name.clone(),
         ));
     }
-    let mut page = reader.search(&req.query)?;
-    if access.checks_each_match() && page.total.is_some() {
-        page.total = Some(exact_total(ctx, access, reader, rtype, &req.query)?);
-    }
+    let per_match = access.checks_each_match();
+    let page = if per_match {
+        let mut page = visible_page(ctx, access, reader, rtype, &req.query)?;
+        if req.query.with_total {
+            page.total = Some(exact_total(ctx, access, reader, rtype, &req.query)?);
+        }
+        page
+    } else {
+        reader.search(&req.query)?
+    };
     let path = format!("{}/{rtype}", ctx.base_url);
     let links = page_links(&path, &req, &page.matches, page.more);
 
@@ -60,15 +66,6 @@ pub fn search(
     };
     let mut entries = Vec::with_capacity(page.matches.len());
     for m in &page.matches {
-        if access.checks_each_match() {
-            let body: Value = match m.version.body.as_deref() {
-                Some(text) => serde_json::from_str(text).map_err(FhirError::internal)?,
-                None => continue,
-            };
-            if !access.consent_permits(ctx, reader, "access", rtype, &m.version.id, &body)? {
-                continue;
-            }
-        }
         entries.push(entry(&ctx.base_url, &m.version, "match", subset)?);
     }
     if req.summary != Summary::Count {
@@ -99,6 +96,73 @@ pub fn search(
     )))
 }
 
+/// Whether consent releases a match (when the query could not hold the whole decision).
+fn released(
+    ctx: &Ctx,
+    access: &Access,
+    reader: &mut dyn Reader,
+    rtype: &str,
+    m: &Match,
+) -> FhirResult<bool> {
+    let Some(text) = m.version.body.as_deref() else {
+        return Ok(false);
+    };
+    let body: Value = serde_json::from_str(text).map_err(FhirError::internal)?;
+    access.consent_permits(ctx, reader, "access", rtype, &m.version.id, &body)
+}
+
+/// A page of the matches consent releases, when it is decided per resource after the query:
+/// the store is read on past withheld rows until the page is full, so pages stay full and
+/// `next` is offered only when a released match follows.
+fn visible_page(
+    ctx: &Ctx,
+    access: &Access,
+    reader: &mut dyn Reader,
+    rtype: &str,
+    query: &crate::store::query::Query,
+) -> FhirResult<Page> {
+    let want = query.count;
+    let backwards = query.cursor.as_ref().is_some_and(|c| c.backwards);
+    let mut q = query.clone();
+    q.with_total = false;
+    // Kept in the direction of travel.
+    let mut kept: Vec<Match> = Vec::new();
+    loop {
+        let page = reader.search(&q)?;
+        let mut examined = page.matches;
+        if backwards {
+            examined.reverse();
+        }
+        let furthest = examined.last().map(|m| Cursor {
+            values: m.sort_values.clone(),
+            row: m.row,
+            backwards,
+        });
+        for m in examined {
+            if released(ctx, access, reader, rtype, &m)? {
+                kept.push(m);
+                if kept.len() > want {
+                    break;
+                }
+            }
+        }
+        match furthest {
+            Some(cursor) if kept.len() <= want && page.more => q.cursor = Some(cursor),
+            _ => break,
+        }
+    }
+    let more = kept.len() > want;
+    kept.truncate(want);
+    if backwards {
+        kept.reverse();
+    }
+    Ok(Page {
+        matches: kept,
+        more,
+        total: None,
+    })
+}
+
 /// How many matches the requester may see, when consent is decided per resource after the
 /// query: the query's count would tell that hidden resources exist.
 fn exact_total(
@@ -117,11 +181,7 @@ fn exact_total(
     loop {
         let page = reader.search(&q)?;
         for m in &page.matches {
-            let Some(text) = m.version.body.as_deref() else {
-                continue;
-            };
-            let body: Value = serde_json::from_str(text).map_err(FhirError::internal)?;
-            if access.consent_permits(ctx, reader, "access", rtype, &m.version.id, &body)? {
+            if released(ctx, access, reader, rtype, m)? {
                 total += 1;
             }
         }

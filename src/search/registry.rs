@@ -84,6 +84,8 @@ const COMPOSITE_TYPES: &[&str] = &["Observation"];
 const AUDIT_EVENT_PARAMS: &[&str] = &[
     "_id",
     "_lastUpdated",
+    // Break-the-glass events carry `BTG`: the Child Welfare Liaison's review queue.
+    "_security",
     "action",
     "agent",
     "altid",
