@@ -605,3 +605,431 @@ async fn demo_users_see_different_slices_of_one_record() {
 fn server_client(base: &str, token: &str) -> Client {
     Client::new(reqwest::Client::new(), base).with_token(token)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Statewide rules, break-the-glass, authorship, full pages (issue 5 rules 3, 6 and 7)
+// ---------------------------------------------------------------------------------------------
+
+const BTG: &str = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
+const STATEWIDE_56_103: &str = "statewide-ca-civil-code-56-103";
+
+fn team_member(member: &str, org: &str, role: &str, period: Value) -> Value {
+    json!({
+        "role": [{ "coding": [{ "system": "http://foster-passport.example/fhir/CodeSystem/care-team-role", "code": role }] }],
+        "member": { "reference": member },
+        "onBehalfOf": { "reference": format!("Organization/{org}") },
+        "period": period,
+    })
+}
+
+/// Youth S: a care team with a current and a former social worker and a probation officer, a
+/// plain, a mental-health and a minor-consented Condition, and the youth's own deny of the
+/// minor-consented one to everyone. No consent names the county: only the statewide rule can.
+async fn seed_statewide(admin: &Client) {
+    let mut resources = vec![];
+    let mut p = common::patient("youth-s");
+    p["id"] = json!("youth-s");
+    resources.push(p);
+    for org in [
+        "county-dss",
+        "old-county",
+        "probation",
+        "er-hospital",
+        "author-clinic",
+        "some-plan",
+    ] {
+        resources.push(json!({ "resourceType": "Organization", "id": org, "name": org }));
+    }
+    resources.push(json!({
+        "resourceType": "CareTeam", "id": "ct-s", "status": "active",
+        "subject": { "reference": "Patient/youth-s" },
+        "participant": [
+            team_member("Practitioner/sw", "county-dss", "county-social-worker", json!({ "start": "2025-01-01" })),
+            team_member("Practitioner/old-sw", "old-county", "county-social-worker", json!({ "start": "2022-01-01", "end": "2025-01-01" })),
+            team_member("Practitioner/po", "probation", "probation-officer", json!({ "start": "2025-01-01" })),
+        ]
+    }));
+    resources.push(condition("s-plain", "youth-s", "asthma", &[]));
+    resources.push(condition(
+        "s-mh",
+        "youth-s",
+        "anxiety",
+        &[label(ACT_CODE, "MH")],
+    ));
+    resources.push(condition(
+        "s-minor",
+        "youth-s",
+        "counselling",
+        &[label(OUR_LABELS, "minor-consented")],
+    ));
+    let mut youth_deny = privacy_consent(
+        "c-s-youth-deny",
+        "youth-s",
+        json!({ "type": "deny", "securityLabel": [label(OUR_LABELS, "minor-consented")] }),
+    );
+    youth_deny["performer"] = json!([{ "reference": "Patient/youth-s" }]);
+    resources.push(youth_deny);
+    for r in resources {
+        let path = format!(
+            "{}/{}",
+            r["resourceType"].as_str().unwrap(),
+            r["id"].as_str().unwrap()
+        );
+        admin.put_json(&path, &r).await.expect_status(201);
+    }
+}
+
+/// The AuditEvents a backend client's requests wrote (the writer batches asynchronously).
+async fn audit_of(admin: &Client, client_id: &str, at_least: usize) -> Vec<Value> {
+    for _ in 0..50 {
+        let resp = admin
+            .get(&format!("AuditEvent?altid={client_id}&_count=200"))
+            .await;
+        let events: Vec<Value> = resp.body["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["resource"].clone())
+            .collect();
+        if events.len() >= at_least {
+            return events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("fewer than {at_least} AuditEvents for client {client_id}");
+}
+
+fn decided_by(event: &Value) -> Vec<String> {
+    event["extension"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e["url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with("audit-decided-by"))
+        })
+        .flat_map(|e| e["extension"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e["valueString"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn has_btg(security: &Value) -> bool {
+    security
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["system"] == BTG && c["code"] == "BTG")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_statewide_rule_reaches_the_current_social_worker_for_care_coordination() {
+    let server = Server::start();
+    let admin = server.client();
+    seed_statewide(&admin).await;
+    let plain_only = ["s-plain"];
+
+    // Civil Code 56.103: the youth's current social worker and probation officer, for care
+    // coordination, see what is not sensitive; never mental health or minor-consented data.
+    let county = backend(&server, "county", "county-dss", "county", "COC");
+    assert_eq!(ids(&county, "Condition").await, plain_only);
+    assert_eq!(
+        ids(&county, "Condition?patient=youth-s&_total=accurate").await,
+        plain_only
+    );
+    county.get("Condition/s-plain").await.expect_status(200);
+    county.get("Condition/s-mh").await.expect_status(404);
+    county.get("Condition/s-minor").await.expect_status(404);
+    let probation = backend(&server, "probation", "probation", "county", "COC");
+    assert_eq!(ids(&probation, "Condition").await, plain_only);
+
+    // Not for another purpose, not for a former social worker, not for a stranger.
+    let treating = backend(&server, "county-treat", "county-dss", "county", "TREAT");
+    assert!(ids(&treating, "Condition").await.is_empty());
+    treating.get("Condition/s-plain").await.expect_status(404);
+    let former = backend(&server, "old-county", "old-county", "county", "COC");
+    assert!(ids(&former, "Condition").await.is_empty());
+    former.get("Condition/s-plain").await.expect_status(404);
+    let stranger = backend(&server, "stranger", "some-plan", "county", "COC");
+    assert!(ids(&stranger, "Condition").await.is_empty());
+
+    // The rule is named in the AuditEvent of what it released.
+    let events = audit_of(&admin, "county", 5).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| decided_by(e).iter().any(|d| d == STATEWIDE_56_103)),
+        "the statewide rule is recorded as deciding: {events:#?}"
+    );
+
+    // The youth's own deny beats the statewide permit, at once; revoking it restores it.
+    let deny = privacy_consent(
+        "c-s-deny-county",
+        "youth-s",
+        json!({ "type": "deny", "actor": [actor("Organization/county-dss")] }),
+    );
+    admin
+        .put_json("Consent/c-s-deny-county", &deny)
+        .await
+        .expect_status(201);
+    assert!(ids(&county, "Condition").await.is_empty());
+    county.get("Condition/s-plain").await.expect_status(404);
+    let mut revoked = deny.clone();
+    revoked["status"] = json!("inactive");
+    admin
+        .put_json("Consent/c-s-deny-county", &revoked)
+        .await
+        .expect_status(200);
+    assert_eq!(ids(&county, "Condition").await, plain_only);
+
+    // When the social worker leaves the care team, the rule no longer reaches them.
+    let mut team = admin.get("CareTeam/ct-s").await.expect_status(200).body;
+    team["participant"][0]["period"]["end"] = json!("2026-01-01");
+    admin
+        .put_json("CareTeam/ct-s", &team)
+        .await
+        .expect_status(200);
+    assert!(ids(&county, "Condition").await.is_empty());
+    county.get("Condition/s-plain").await.expect_status(404);
+    assert_eq!(ids(&probation, "Condition").await, plain_only);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn break_the_glass_reads_through_a_deny_and_is_flagged() {
+    let server = Server::start();
+    let admin = server.client();
+    seed_statewide(&admin).await;
+    // A consent that shuts the hospital out: break-the-glass reads through it.
+    admin
+        .put_json(
+            "Consent/c-s-deny-er",
+            &privacy_consent(
+                "c-s-deny-er",
+                "youth-s",
+                json!({ "type": "deny", "actor": [actor("Organization/er-hospital")] }),
+            ),
+        )
+        .await
+        .expect_status(201);
+    let everything = ["s-mh", "s-minor", "s-plain"];
+
+    // An emergency (ETREAT) by a provider: all of it, even the youth's deny of what she
+    // consented to alone; every response carries the BTG marker.
+    let er = backend(&server, "er", "er-hospital", "provider", "ETREAT");
+    for id in everything {
+        let resp = er.get(&format!("Condition/{id}")).await.expect_status(200);
+        assert!(
+            has_btg(&resp.body["meta"]["security"]),
+            "{id} is marked as read by break-the-glass: {}",
+            resp.text
+        );
+    }
+    let bundle = er
+        .get("Condition?patient=youth-s&_total=accurate")
+        .await
+        .expect_status(200);
+    assert!(has_btg(&bundle.body["meta"]["security"]), "{}", bundle.text);
+    assert_eq!(ids(&er, "Condition?patient=youth-s").await, everything);
+    // Data consent does not govern is not break-the-glass.
+    let org = er.get("Organization/er-hospital").await.expect_status(200);
+    assert!(!has_btg(&org.body["meta"]["security"]), "{}", org.text);
+
+    // Break-the-glass without an emergency: through the hospital's deny, never through the
+    // youth's own deny of minor-consented data.
+    let btg = backend(&server, "er-btg", "er-hospital", "provider", "BTG");
+    let resp = btg.get("Condition/s-plain").await.expect_status(200);
+    assert!(has_btg(&resp.body["meta"]["security"]));
+    btg.get("Condition/s-mh").await.expect_status(200);
+    btg.get("Condition/s-minor").await.expect_status(404);
+    assert_eq!(
+        ids(&btg, "Condition?patient=youth-s").await,
+        ["s-mh", "s-plain"]
+    );
+
+    // Only a provider breaks the glass: a plan stating an emergency gets nothing.
+    let plan = backend(&server, "plan-etreat", "some-plan", "plan", "ETREAT");
+    plan.get("Condition/s-plain").await.expect_status(404);
+    assert!(ids(&plan, "Condition").await.is_empty());
+
+    // Each use is flagged for the Child Welfare Liaison's review: BTG in meta.security and in
+    // purposeOfEvent, found by `_security`.
+    let flagged = audit_of(&admin, "er", 4).await;
+    let reviewed: Vec<&Value> = flagged
+        .iter()
+        .filter(|e| has_btg(&e["meta"]["security"]))
+        .collect();
+    assert!(reviewed.len() >= 4, "{flagged:#?}");
+    for e in &reviewed {
+        assert!(
+            e["purposeOfEvent"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["coding"][0]["code"] == "BTG"),
+            "{e:#}"
+        );
+    }
+    let queue = admin
+        .get(&format!("AuditEvent?_security={BTG}|BTG&_count=500"))
+        .await
+        .expect_status(200);
+    let queued = queue.body["entry"].as_array().map_or(0, Vec::len);
+    assert!(queued >= reviewed.len(), "{}", queue.text);
+    // The plan's refused attempts were not break-the-glass.
+    let plan_events = audit_of(&admin, "plan-etreat", 2).await;
+    assert!(plan_events.iter().all(|e| !has_btg(&e["meta"]["security"])));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_author_reads_what_it_wrote_and_cannot_claim_what_it_did_not() {
+    let server = Server::start();
+    let admin = server.client();
+    seed_statewide(&admin).await;
+    // The clinic may record for youth S (action `correct`), not read her record.
+    admin
+        .put_json(
+            "Consent/c-s-clinic-writes",
+            &privacy_consent(
+                "c-s-clinic-writes",
+                "youth-s",
+                json!({ "type": "permit", "actor": [actor("Organization/author-clinic")],
+                        "action": [{ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "correct" }] }] }),
+            ),
+        )
+        .await
+        .expect_status(201);
+    let clinic = common::auth::backend_client_with_scope(
+        &server,
+        "clinic-w",
+        "provider",
+        "author-clinic",
+        "TREAT",
+        "system/*.cruds",
+    );
+    let mut visit = condition("s-by-clinic", "youth-s", "sprained ankle", &[]);
+    visit["meta"] = json!({ "source": "http://elsewhere.example/fhir/Organization/county-dss" });
+    clinic
+        .put_json("Condition/s-by-clinic", &visit)
+        .await
+        .expect_status(201);
+    // The server, not the client, records the author.
+    let stored = admin.get("Condition/s-by-clinic").await.expect_status(200);
+    assert_eq!(
+        stored.body["meta"]["source"],
+        format!("{}/Organization/author-clinic", server.base)
+    );
+    // The author reads and revises what it wrote, and only that.
+    clinic.get("Condition/s-by-clinic").await.expect_status(200);
+    assert_eq!(ids(&clinic, "Condition").await, ["s-by-clinic"]);
+    assert_eq!(
+        ids(&clinic, "Condition?patient=youth-s&_total=accurate").await,
+        ["s-by-clinic"]
+    );
+    clinic.get("Condition/s-plain").await.expect_status(404);
+    let mut revised = stored.body.clone();
+    revised["code"]["text"] = json!("sprained left ankle");
+    clinic
+        .put_json("Condition/s-by-clinic", &revised)
+        .await
+        .expect_status(200);
+    clinic.get("Condition/s-by-clinic").await.expect_status(200);
+    // Another organization sees nothing of it, and a forged source grants nothing.
+    let other = common::auth::backend_client_with_scope(
+        &server,
+        "other-w",
+        "provider",
+        "er-hospital",
+        "TREAT",
+        "system/*.cruds",
+    );
+    other.get("Condition/s-by-clinic").await.expect_status(404);
+    let mut forged = condition("s-forged", "youth-s", "forged", &[]);
+    forged["meta"] = json!({ "source": format!("{}/Organization/er-hospital", server.base) });
+    other
+        .put_json("Condition/s-forged", &forged)
+        .await
+        .expect_status(403);
+    admin.get("Condition/s-forged").await.expect_status(404);
+    // Authorship is recorded as what decided.
+    let events = audit_of(&admin, "clinic-w", 4).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| decided_by(e).iter().any(|d| d == "author")),
+        "{events:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_stay_full_when_matches_are_decided_one_by_one() {
+    let server = Server::start();
+    let admin = server.client();
+    let mut p = common::patient("youth-p");
+    p["id"] = json!("youth-p");
+    admin
+        .put_json("Patient/youth-p", &p)
+        .await
+        .expect_status(201);
+    admin
+        .put_json(
+            "Organization/pager",
+            &json!({ "resourceType": "Organization", "id": "pager", "name": "pager" }),
+        )
+        .await
+        .expect_status(201);
+    for i in 0..9 {
+        let id = format!("p-obs-{i}");
+        admin
+            .put_json(&format!("Observation/{id}"), &observation(&id, "youth-p"))
+            .await
+            .expect_status(201);
+    }
+    // Instance-level exceptions cannot be put in the query: they are decided per match.
+    let hidden = ["p-obs-1", "p-obs-2", "p-obs-5", "p-obs-6"];
+    let exceptions: Vec<Value> = hidden
+        .iter()
+        .map(|id| json!({ "type": "deny", "data": [{ "meaning": "instance", "reference": { "reference": format!("Observation/{id}") } }] }))
+        .collect();
+    admin
+        .put_json(
+            "Consent/c-p",
+            &privacy_consent(
+                "c-p",
+                "youth-p",
+                json!({ "type": "permit", "actor": [actor("Organization/pager")], "provision": exceptions }),
+            ),
+        )
+        .await
+        .expect_status(201);
+    let pager = backend(&server, "pager", "pager", "provider", "TREAT");
+    let mut seen = vec![];
+    let mut sizes = vec![];
+    let mut next = Some("Observation?_count=2&_sort=_id&_total=accurate".to_string());
+    while let Some(url) = next {
+        let resp = pager.get(&url).await.expect_status(200);
+        assert_eq!(resp.body["total"], 5, "{}", resp.text);
+        let page: Vec<String> = resp.body["entry"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+            .collect();
+        sizes.push(page.len());
+        seen.extend(page);
+        next = resp.body["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| l["url"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        sizes,
+        [2, 2, 1],
+        "full pages, and no next link after the last"
+    );
+    assert_eq!(
+        seen,
+        ["p-obs-0", "p-obs-3", "p-obs-4", "p-obs-7", "p-obs-8"]
+    );
+}

@@ -253,6 +253,18 @@ pub fn backend_client(
     org: &str,
     purpose: &str,
 ) -> super::Client {
+    backend_client_with_scope(server, id, role, org, purpose, "system/*.rs")
+}
+
+/// [`backend_client`] with other scopes.
+pub fn backend_client_with_scope(
+    server: &super::Server,
+    id: &str,
+    role: &str,
+    org: &str,
+    purpose: &str,
+    scope: &str,
+) -> super::Client {
     let key = BackendKey::generate(server.data_dir(), id, Algorithm::ES384);
     let jwks = BackendKey::jwks_path(server.data_dir(), id, Algorithm::ES384);
     server.cli(&[
@@ -261,7 +273,7 @@ pub fn backend_client(
         "--id",
         id,
         "--scope",
-        "system/*.rs",
+        scope,
         "--jwks",
         jwks.to_str().unwrap(),
         "--role",
@@ -276,6 +288,6 @@ pub fn backend_client(
         .with_auth(super::Auth::Backend(TokenSource::new(
             key,
             server.token_url(),
-            "system/*.rs",
+            scope,
         )))
 }
