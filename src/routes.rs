@@ -9,7 +9,7 @@ use axum::body::Body as HttpBody;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{MethodRouter, any, get, post};
 
 use std::sync::Arc;
 
@@ -22,30 +22,47 @@ use crate::http::{middleware, response};
 use crate::interactions::{self, Body, FhirRequest, Target, batch, transaction};
 use crate::state::AppState;
 
-/// Build the application router.
-pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route(
+/// Every path the router serves, with its handlers. The router is built from this table alone,
+/// so a test can walk every route (`tests/access_routes.rs` does, to prove each one passes the
+/// access layer).
+fn table() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/healthz", get(healthz)),
+        ("/metrics", get(metrics)),
+        (
             "/fhir/.well-known/smart-configuration",
             get(oauth::smart_configuration),
-        )
-        .route(
+        ),
+        (
             "/fhir/.well-known/openid-configuration",
             get(oauth::openid_configuration),
-        )
-        .route(
+        ),
+        (
             "/auth/authorize",
             get(authorize::authorize).post(authorize::authorize),
-        )
-        .route("/auth/jwks", get(oauth::jwks))
-        .route("/auth/token", post(oauth::token))
-        .route("/auth/introspect", post(oauth::introspect))
-        .route("/auth/revoke", post(oauth::revoke))
-        .route("/fhir", any(fhir))
-        .route("/fhir/", any(fhir))
-        .route("/fhir/{*path}", any(fhir))
+        ),
+        ("/auth/jwks", get(oauth::jwks)),
+        ("/auth/token", post(oauth::token)),
+        ("/auth/introspect", post(oauth::introspect)),
+        ("/auth/revoke", post(oauth::revoke)),
+        ("/fhir", any(fhir)),
+        ("/fhir/", any(fhir)),
+        ("/fhir/{*path}", any(fhir)),
+    ]
+}
+
+/// The paths of every route, as the router matches them.
+pub fn paths() -> Vec<&'static str> {
+    table().into_iter().map(|(path, _)| path).collect()
+}
+
+/// Build the application router.
+pub fn app(state: AppState) -> Router {
+    table()
+        .into_iter()
+        .fold(Router::new(), |router, (path, handlers)| {
+            router.route(path, handlers)
+        })
         .fallback(not_found)
         .layer(DefaultBodyLimit::disable())
         // Bearer tokens, never cookies: any origin may call, as browser SMART apps must.

@@ -34,7 +34,7 @@ pub fn delete(ctx: &Ctx, tx: &mut dyn StoreTx, req: FhirRequest) -> FhirResult<F
             ));
         }
     };
-    let Some(current) = tx.current(&rtype, &id)? else {
+    let Ok(Some(current)) = super::current_for_write(ctx, &req.access, tx, &rtype, &id)? else {
         return Err(FhirError::NotFound(format!("{rtype}/{id} is not known")));
     };
     check_if_match(&req.conditions, Some(&current))?;

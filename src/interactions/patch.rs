@@ -46,7 +46,7 @@ pub fn patch(ctx: &Ctx, tx: &mut dyn StoreTx, req: FhirRequest) -> FhirResult<Fh
             "$this",
         )
     })?;
-    let Some(current) = tx.current(&rtype, &id)? else {
+    let Ok(Some(current)) = super::current_for_write(ctx, &req.access, tx, &rtype, &id)? else {
         return Err(FhirError::NotFound(format!("{rtype}/{id} is not known")));
     };
     let Some(text) = current.body.as_deref() else {

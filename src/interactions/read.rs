@@ -34,13 +34,21 @@ pub fn visible(
     if *grant == Grant::All && access.consent_exempt() || access.is_own_user(&v.rtype, &v.id) {
         return Ok(true);
     }
-    let body = match v.body.as_deref() {
+    let Some(body) = last_body(reader, v)? else {
+        return Ok(false);
+    };
+    access.covers(ctx, reader, grant, &v.rtype, &v.id, &body)
+}
+
+/// The body of a version, or for a deletion the body of the version before it.
+pub fn last_body(reader: &mut dyn Reader, v: &Version) -> FhirResult<Option<Value>> {
+    let text = match v.body.as_deref() {
         Some(text) => text.to_string(),
         None => {
             let mut previous = v.version;
             loop {
                 if previous <= 1 {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 previous -= 1;
                 if let Some(p) = reader.version(&v.rtype, &v.id, previous)?
@@ -51,8 +59,9 @@ pub fn visible(
             }
         }
     };
-    let body: Value = serde_json::from_str(&body).map_err(FhirError::internal)?;
-    access.covers(ctx, reader, grant, &v.rtype, &v.id, &body)
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(FhirError::internal)
 }
 
 fn unknown(rtype: &str, id: &str) -> FhirError {

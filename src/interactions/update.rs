@@ -4,6 +4,7 @@
 use axum::http::StatusCode;
 
 use super::{Ctx, FhirRequest, FhirResponse, Target, check_body, check_if_match, write_version};
+use crate::auth::scopes::Letter;
 use crate::error::{FhirError, FhirResult};
 use crate::fhir::ids;
 use crate::store::{StoreTx, WriteMethod};
@@ -28,7 +29,20 @@ pub fn update(ctx: &Ctx, tx: &mut dyn StoreTx, req: FhirRequest) -> FhirResult<F
             ));
         }
     };
-    let current = tx.current(&rtype, &id)?;
+    let current = match super::current_for_write(ctx, &req.access, tx, &rtype, &id)? {
+        Ok(current) => current,
+        Err(super::Hidden) => {
+            // Answer as the create-on-update of a missing id would be refused; never create
+            // over a resource the requester may not know of.
+            check_if_match(&req.conditions, None)?;
+            let body = req.body.as_ref().expect("checked above");
+            req.access
+                .check_write(ctx, tx, Letter::C, &rtype, &id, body)?;
+            return Err(FhirError::Forbidden(format!(
+                "no consent lets this requester write {rtype} resources of this patient"
+            )));
+        }
+    };
     check_if_match(&req.conditions, current.as_ref())?;
     let created = current.as_ref().is_none_or(|c| c.is_deleted());
     let body = req.body.expect("checked above");

@@ -631,6 +631,12 @@ impl Client {
 }
 
 impl Req {
+    /// Sends to this URL instead (an absolute one).
+    pub fn url(mut self, url: &str) -> Self {
+        self.url = url.to_string();
+        self
+    }
+
     /// Sets a header, replacing one of the same name (`Accept` defaults to FHIR JSON).
     pub fn header(mut self, name: &str, value: &str) -> Self {
         let name = HeaderName::from_bytes(name.as_bytes()).expect("header name");
