@@ -119,6 +119,22 @@ pub fn register(store: &dyn Store, key_dir: &Path, base_url: &str) -> FhirResult
             "Practitioner/pcp-amara-whitfield",
             Some("Organization/jacaranda-pediatrics"),
         ),
+        ("lupe", "RelatedPerson/rf-lupe-herrera", None),
+        (
+            "rachel",
+            "Practitioner/sw-rachel-kim",
+            Some("Organization/la-dcfs"),
+        ),
+        (
+            "gloria",
+            "Practitioner/cwl-gloria-benavides",
+            Some("Organization/sierra-poppy-health-plan"),
+        ),
+        (
+            "dr-natarajan",
+            "Practitioner/pcp-priya-natarajan",
+            Some("Organization/capitol-oaks-pediatrics"),
+        ),
     ];
     for (username, fhir_user, organization) in users {
         if registry::user(records, username)?.is_none() {
@@ -141,7 +157,9 @@ pub fn register(store: &dyn Store, key_dir: &Path, base_url: &str) -> FhirResult
          - passport app (public, PKCE S256): client_id demo-passport, redirect_uri http://localhost:8000/callback,\n    \
            authorize at {origin}/auth/authorize, aud {base_url}\n\
          - users for the login page (password {DEMO_PASSWORD}): maria (youth Patient/youth-maria-lopez), \
-           sandra (caregiver RelatedPerson/rf-sandra-okoye), dr-whitfield (PCP Practitioner/pcp-amara-whitfield)",
+           sandra (caregiver RelatedPerson/rf-sandra-okoye), dr-whitfield (PCP Practitioner/pcp-amara-whitfield),\n    \
+           lupe (Maria's previous caregiver), rachel (her county social worker), gloria (the plan's Child Welfare Liaison), \
+           dr-natarajan (a PCP who does not treat her)",
         key = prefix.display(),
     ))
 }

@@ -600,6 +600,30 @@ async fn demo_users_see_different_slices_of_one_record() {
     pcp.get("Condition/cond-maria-depression")
         .await
         .expect_status(200);
+    // Her caregiver before the move lost access with it; her social worker and the plan's
+    // liaison see what the care team sees; a PCP who does not treat her sees nothing.
+    let lupe = login("lupe").await;
+    assert!(conditions(lupe.clone()).await.is_empty());
+    lupe.get("Patient/youth-maria-lopez")
+        .await
+        .expect_outcome(404);
+    let rachel = login("rachel").await;
+    assert_eq!(conditions(rachel).await, expected);
+    let gloria = login("gloria").await;
+    assert_eq!(conditions(gloria.clone()).await, expected);
+    gloria
+        .get("Condition/cond-maria-depression")
+        .await
+        .expect_outcome(404);
+    let stranger = login("dr-natarajan").await;
+    assert!(conditions(stranger.clone()).await.is_empty());
+    stranger
+        .get("Patient/youth-maria-lopez")
+        .await
+        .expect_outcome(404);
+    // The custodian sees all of it.
+    let custodian = server.client();
+    assert_eq!(conditions(custodian).await, all);
 }
 
 fn server_client(base: &str, token: &str) -> Client {
