@@ -1057,3 +1057,64 @@ async fn pages_stay_full_when_matches_are_decided_one_by_one() {
         ["p-obs-0", "p-obs-3", "p-obs-4", "p-obs-7", "p-obs-8"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_periods_release_only_data_from_their_time() {
+    let server = Server::start();
+    let admin = server.client();
+    let mut p = common::patient("youth-t");
+    p["id"] = json!("youth-t");
+    admin
+        .put_json("Patient/youth-t", &p)
+        .await
+        .expect_status(201);
+    admin
+        .put_json(
+            "Organization/dp-clinic",
+            &json!({ "resourceType": "Organization", "id": "dp-clinic", "name": "dp" }),
+        )
+        .await
+        .expect_status(201);
+    for (id, when) in [
+        ("t-2019", Some("2019-03-01")),
+        ("t-2024", Some("2024-06-01")),
+        ("t-2025", Some("2025-06-01")),
+        ("t-undated", None),
+    ] {
+        let mut obs = observation(id, "youth-t");
+        if let Some(when) = when {
+            obs["effectiveDateTime"] = json!(when);
+        }
+        admin
+            .put_json(&format!("Observation/{id}"), &obs)
+            .await
+            .expect_status(201);
+    }
+    // Data from 2019 through 2024 is released, except what a nested deny keeps back (2019);
+    // an undated observation is outside the permit's period.
+    admin
+        .put_json(
+            "Consent/c-t",
+            &privacy_consent(
+                "c-t",
+                "youth-t",
+                json!({ "type": "permit", "actor": [actor("Organization/dp-clinic")],
+                        "dataPeriod": { "start": "2019-01-01", "end": "2024-12-31" },
+                        "provision": [{ "type": "deny", "dataPeriod": { "start": "2019-01-01", "end": "2019-12-31" } }] }),
+            ),
+        )
+        .await
+        .expect_status(201);
+    let clinic = backend(&server, "dp-clinic", "dp-clinic", "provider", "TREAT");
+    assert_eq!(
+        ids(&clinic, "Observation?_total=accurate").await,
+        ["t-2024"]
+    );
+    clinic.get("Observation/t-2024").await.expect_status(200);
+    for hidden in ["t-2019", "t-2025", "t-undated"] {
+        clinic
+            .get(&format!("Observation/{hidden}"))
+            .await
+            .expect_outcome(404);
+    }
+}

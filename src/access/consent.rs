@@ -116,6 +116,8 @@ pub struct Provision {
     pub labels: Vec<Label>,
     /// Instances (`Type/id`); empty = any.
     pub data: Vec<String>,
+    /// Data whose clinical date lies within `[start, end)` (ms since the epoch).
+    pub data_period: Option<(i64, i64)>,
 }
 
 /// A privacy Consent, compiled.
@@ -229,9 +231,6 @@ fn provision(p: &Value, root: bool) -> Result<Provision, String> {
     } else {
         "provision.provision"
     };
-    if p.get("dataPeriod").is_some() {
-        return Err(format!("{at}.dataPeriod is not enforced yet"));
-    }
     let codes_of = |key: &str| -> Vec<String> {
         p[key]
             .as_array()
@@ -285,6 +284,7 @@ fn provision(p: &Value, root: bool) -> Result<Provision, String> {
         data.push(reference.to_string());
     }
     let period = p.get("period").map(period_range);
+    let data_period = p.get("dataPeriod").map(period_range);
     Ok(Provision {
         kind: match p["type"].as_str() {
             Some("permit") => Some(Kind::Permit),
@@ -323,6 +323,7 @@ fn provision(p: &Value, root: bool) -> Result<Provision, String> {
             })
             .collect(),
         data,
+        data_period,
     })
 }
 
@@ -369,8 +370,26 @@ impl Provision {
         in_period && actor && action && purpose
     }
 
-    /// The dimensions about the resource: type, instance, codes, labels.
-    fn matches_resource(&self, rtype: &str, id: &str, resource: &Value, labels: &[Label]) -> bool {
+    /// The dimensions about the resource: type, instance, codes, labels, clinical date.
+    fn matches_resource(&self, subject: &Subject<'_>, labels: &[Label]) -> bool {
+        let Subject {
+            rtype,
+            id,
+            resource,
+            clinical_date,
+            ..
+        } = *subject;
+        // An undated resource is outside any data period a permit names, but inside one a
+        // deny names: when in doubt, withhold.
+        let dated = self
+            .data_period
+            .is_none_or(|(start, end)| match clinical_date {
+                Some((low, high)) => start <= low && high <= end,
+                None => self.kind == Some(Kind::Deny),
+            });
+        if !dated {
+            return false;
+        }
         let class = self.classes.is_empty() || self.classes.iter().any(|c| c == rtype);
         let data = self.data.is_empty() || self.data.contains(&format!("{rtype}/{id}"));
         let code = self.codes.is_empty() || {
@@ -388,7 +407,10 @@ impl Provision {
 
     /// Whether the provision is about the resource's content (not only its type).
     fn has_resource_conditions(&self) -> bool {
-        !(self.classes.is_empty() && self.codes.is_empty() && self.data.is_empty())
+        !(self.classes.is_empty()
+            && self.codes.is_empty()
+            && self.data.is_empty()
+            && self.data_period.is_none())
     }
 }
 
@@ -402,6 +424,8 @@ pub struct Subject<'a> {
     pub id: &'a str,
     /// The resource.
     pub resource: &'a Value,
+    /// Its clinical date as `[low, high)` ms since the epoch, if it has one.
+    pub clinical_date: Option<(i64, i64)>,
 }
 
 fn collect_codings<'a>(v: &'a Value, out: &mut Vec<(Option<&'a str>, &'a str)>, depth: usize) {
@@ -445,16 +469,10 @@ pub fn decide(
     facts: &Facts,
     subject: &Subject<'_>,
 ) -> Decision {
-    let Subject {
-        patient,
-        rtype,
-        id,
-        resource,
-    } = *subject;
-    let labels = sensitive_labels(resource);
-    let matches = |p: &Provision| {
-        p.matches_requester(facts, patient) && p.matches_resource(rtype, id, resource, &labels)
-    };
+    let patient = subject.patient;
+    let labels = sensitive_labels(subject.resource);
+    let matches =
+        |p: &Provision| p.matches_requester(facts, patient) && p.matches_resource(subject, &labels);
     let minor_consented = labels.iter().any(|l| l.1 == MINOR_CONSENTED);
     let mut permits = Vec::new();
     let mut denies = Vec::new();
@@ -559,8 +577,13 @@ pub fn type_release(
             }
             release.exact = false;
         }
-        // A root naming codes, instances or labels selects only the resources that carry them.
-        if !c.root.codes.is_empty() || !c.root.data.is_empty() || !c.root.labels.is_empty() {
+        // A root naming codes, instances, dates or labels selects only the resources that
+        // carry them.
+        if !c.root.codes.is_empty()
+            || !c.root.data.is_empty()
+            || c.root.data_period.is_some()
+            || !c.root.labels.is_empty()
+        {
             release.exact = false;
         }
         if exceptions

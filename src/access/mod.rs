@@ -960,6 +960,7 @@ impl Access {
         let loaded = self.consents(ctx, reader)?;
         let mut facts = loaded.facts.clone();
         facts.action = action;
+        let clinical_date = clinical_date(ctx, rtype, body);
         let mut permit = true;
         let mut glass = false;
         for patient in &patients {
@@ -972,6 +973,7 @@ impl Access {
                     rtype,
                     id,
                     resource: body,
+                    clinical_date,
                 },
             );
             self.note(&decision.by);
@@ -992,6 +994,37 @@ impl Access {
         }
         Ok(permit)
     }
+}
+
+/// Search parameters that carry a resource's clinical date, in order of preference.
+const CLINICAL_DATE_PARAMS: &[&str] = &[
+    "date",
+    "onset-date",
+    "recorded-date",
+    "authoredon",
+    "authored",
+    "occurrence",
+    "period",
+];
+
+/// The clinical date of a resource (`Consent.provision.dataPeriod` is about it): the span of
+/// the first of [`CLINICAL_DATE_PARAMS`] its type has and it carries.
+fn clinical_date(ctx: &Ctx, rtype: &str, body: &Value) -> Option<(i64, i64)> {
+    CLINICAL_DATE_PARAMS
+        .iter()
+        .filter_map(|code| ctx.search.param(rtype, code))
+        .filter(|def| def.kind == ParamKind::Date)
+        .find_map(|def| {
+            def.values(body)
+                .into_iter()
+                .fold(None, |span: Option<(i64, i64)>, v| match v {
+                    IndexValue::Date { low, high } => Some(match span {
+                        None => (low, high),
+                        Some((l, h)) => (l.min(low), h.max(high)),
+                    }),
+                    _ => span,
+                })
+        })
 }
 
 /// Resources of `rtype` in `patient`'s compartment, as a search criterion (matches nothing
