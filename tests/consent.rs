@@ -1118,3 +1118,59 @@ async fn data_periods_release_only_data_from_their_time() {
             .expect_outcome(404);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consent_naming_a_practitioner_role_reaches_whoever_holds_it() {
+    let server = Server::start();
+    let admin = server.client();
+    let mut p = common::patient("youth-r");
+    p["id"] = json!("youth-r");
+    for r in [
+        p,
+        json!({ "resourceType": "Practitioner", "id": "dr-role", "name": [{ "family": "Role" }] }),
+        json!({ "resourceType": "PractitionerRole", "id": "pr-1", "active": true,
+                "practitioner": { "reference": "Practitioner/dr-role" } }),
+        observation("r-obs", "youth-r"),
+        privacy_consent(
+            "c-r",
+            "youth-r",
+            json!({ "type": "permit", "actor": [actor("PractitionerRole/pr-1")] }),
+        ),
+    ] {
+        let path = format!(
+            "{}/{}",
+            r["resourceType"].as_str().unwrap(),
+            r["id"].as_str().unwrap()
+        );
+        admin.put_json(&path, &r).await.expect_status(201);
+    }
+    server.cli(&[
+        "client",
+        "add",
+        "--id",
+        "app",
+        "--public",
+        "--redirect-uri",
+        REDIRECT,
+        "--scope",
+        "openid fhirUser user/*.rs",
+        "--purpose",
+        "TREAT",
+    ]);
+    let doctor = user(&server, "dr-role", "Practitioner/dr-role", "user/*.rs").await;
+    assert_eq!(ids(&doctor, "Observation").await, ["r-obs"]);
+    doctor.get("Observation/r-obs").await.expect_status(200);
+    // The role ends: so does what it was given, on the next request.
+    let mut ended = admin
+        .get("PractitionerRole/pr-1")
+        .await
+        .expect_status(200)
+        .body;
+    ended["active"] = json!(false);
+    admin
+        .put_json("PractitionerRole/pr-1", &ended)
+        .await
+        .expect_status(200);
+    assert!(ids(&doctor, "Observation").await.is_empty());
+    doctor.get("Observation/r-obs").await.expect_outcome(404);
+}

@@ -190,7 +190,7 @@ impl ConsentContext {
 /// version of both types.
 #[derive(Debug)]
 struct CompiledConsents {
-    key: (i64, i64),
+    key: (i64, i64, i64),
     by_patient: Arc<BTreeMap<String, Vec<consent::Compiled>>>,
     /// Patients whose consents name an actor, by actor; and those with a provision for anyone.
     by_actor: HashMap<String, Vec<String>>,
@@ -198,6 +198,17 @@ struct CompiledConsents {
     teams: Vec<Team>,
     /// Teams by the references of their participants (`member` and `onBehalfOf`).
     teams_by_participant: HashMap<String, Vec<usize>>,
+    /// The PractitionerRoles consents name, by the Practitioner who holds them.
+    roles_by_practitioner: HashMap<String, Vec<HeldRole>>,
+}
+
+/// A PractitionerRole a consent names as actor: the requester acts in it while its
+/// practitioner is the requester's fhirUser and it is active now.
+#[derive(Debug)]
+struct HeldRole {
+    reference: String,
+    organization: Option<String>,
+    period: (i64, i64),
 }
 
 /// A CareTeam as consent needs it.
@@ -255,6 +266,7 @@ impl ConsentCache {
         let key = (
             reader.last_change("Consent")?,
             reader.last_change("CareTeam")?,
+            reader.last_change("PractitionerRole")?,
         );
         if let Some(c) = self.current.lock().as_ref()
             && c.key == key
@@ -270,7 +282,7 @@ impl ConsentCache {
 fn compile_all(
     ctx: &Ctx,
     reader: &mut dyn Reader,
-    key: (i64, i64),
+    key: (i64, i64, i64),
 ) -> FhirResult<CompiledConsents> {
     let criteria = crate::search::parse::parse_conditional(
         &ctx.search,
@@ -322,6 +334,31 @@ fn compile_all(
     }
     for_anyone.dedup();
     let (teams, teams_by_participant) = compile_teams(reader)?;
+    let mut roles_by_practitioner: HashMap<String, Vec<HeldRole>> = HashMap::new();
+    for reference in by_actor.keys() {
+        let Some(id) = reference.strip_prefix("PractitionerRole/") else {
+            continue;
+        };
+        let Some(body) = reader.current("PractitionerRole", id)?.and_then(|v| v.body) else {
+            continue;
+        };
+        let role: Value = serde_json::from_str(&body).map_err(FhirError::internal)?;
+        if role["active"] == false {
+            continue;
+        }
+        if let Some(practitioner) = role["practitioner"]["reference"].as_str() {
+            roles_by_practitioner
+                .entry(practitioner.to_string())
+                .or_default()
+                .push(HeldRole {
+                    reference: reference.clone(),
+                    organization: role["organization"]["reference"]
+                        .as_str()
+                        .map(str::to_string),
+                    period: consent::period_range(&role["period"]),
+                });
+        }
+    }
     Ok(CompiledConsents {
         key,
         by_patient: Arc::new(by_patient),
@@ -329,6 +366,7 @@ fn compile_all(
         for_anyone,
         teams,
         teams_by_participant,
+        roles_by_practitioner,
     })
 }
 
@@ -404,6 +442,25 @@ impl ConsentContext {
             .flatten()
             .cloned()
             .collect();
+        // The PractitionerRoles the user holds now (for the organization they act for, when
+        // both name one).
+        if let Some(user) = &r.fhir_user {
+            for held in compiled
+                .roles_by_practitioner
+                .get(user)
+                .into_iter()
+                .flatten()
+            {
+                let (start, end) = held.period;
+                let same_org = match (&held.organization, &r.organization) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                };
+                if same_org && start <= now && now < end {
+                    actors.insert(held.reference.clone());
+                }
+            }
+        }
         // Current participation, evaluated now: access follows the youth across placements.
         let mut team_roles: HashMap<String, Vec<String>> = HashMap::new();
         let covers = |(start, end): (i64, i64)| start <= now && now < end;
