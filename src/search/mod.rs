@@ -1,6 +1,7 @@
 //! FHIR search: the parameter registry (SearchParameters from `conformance/`, compiled once),
 //! index extraction on write, and parsing search requests into store queries.
 
+pub mod child_welfare;
 pub mod extract;
 pub mod fhirpath;
 pub mod parse;

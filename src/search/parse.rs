@@ -359,6 +359,12 @@ fn criterion(
         }
         return Ok(Some(Criterion::Ids(ids)));
     }
+    if rtype == "Patient" && code == super::child_welfare::PARAM {
+        if let Some(m) = modifier {
+            return Err(bad(name, format!("modifier `{m}` is not supported here")));
+        }
+        return super::child_welfare::criterion(value).map(Some);
+    }
     let Some(def) = registry.param(rtype, code) else {
         return Ok(None);
     };

@@ -16,10 +16,16 @@ use crate::store::IndexRow;
 
 /// Bundles of SearchParameter resources loaded at start-up, in order (later ones may add
 /// parameters; a code already defined for a type keeps its first definition).
-const SOURCES: &[(&str, &str)] = &[(
-    "conformance/search-parameters.json",
-    include_str!("../../conformance/search-parameters.json"),
-)];
+const SOURCES: &[(&str, &str)] = &[
+    (
+        "conformance/search-parameters.json",
+        include_str!("../../conformance/search-parameters.json"),
+    ),
+    (
+        "conformance/search-parameters-foster-youth.json",
+        include_str!("../../conformance/search-parameters-foster-youth.json"),
+    ),
+];
 
 /// One supported search parameter.
 pub struct ParamDef {
@@ -100,7 +106,7 @@ const AUDIT_EVENT_PARAMS: &[&str] = &[
 ];
 
 /// Parameter codes with their own handling rather than index rows.
-const NOT_INDEXED: &[&str] = &["_id"];
+const NOT_INDEXED: &[&str] = &["_id", super::child_welfare::PARAM];
 
 impl SearchRegistry {
     /// Load and compile every SearchParameter in `conformance/`.
@@ -199,6 +205,9 @@ impl SearchRegistry {
                     group: None,
                 });
             }
+        }
+        if rtype == "Patient" {
+            rows.extend(super::child_welfare::index_rows(resource));
         }
         rows
     }

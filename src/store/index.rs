@@ -141,6 +141,9 @@ pub enum Prefix {
     Eb,
     /// approximately
     Ap,
+    /// The resource's range contains the value's (internal: derived criteria such as "an
+    /// episode ongoing today"; no query string spells it).
+    Covers,
 }
 
 /// A parsed query value for one parameter (the values of one parameter occurrence are ORed).

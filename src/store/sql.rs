@@ -453,6 +453,13 @@ fn date_condition(sql: &mut Sql, prefix: Prefix, l: i64, h: i64) {
             sql.push(" OR ");
             within(sql);
         }
+        Prefix::Covers => {
+            sql.push("(low <= ");
+            sql.arg(l);
+            sql.push(" AND high >= ");
+            sql.arg(h);
+            sql.push(")");
+        }
         Prefix::Sa => {
             sql.push("low >= ");
             sql.arg(h);
@@ -476,7 +483,7 @@ fn date_condition(sql: &mut Sql, prefix: Prefix, l: i64, h: i64) {
 
 fn number_condition(sql: &mut Sql, prefix: Prefix, value: f64, low: f64, high: f64) {
     match prefix {
-        Prefix::Eq => {
+        Prefix::Eq | Prefix::Covers => {
             sql.push("value >= ");
             sql.arg(low);
             sql.push(" AND value < ");
