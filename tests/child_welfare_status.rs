@@ -6,7 +6,7 @@
 
 mod common;
 
-use chrono::{Months, NaiveDate, Utc};
+use chrono::{Months, NaiveDate};
 use common::Client;
 use serde_json::{Value, json};
 
@@ -14,8 +14,9 @@ const EPISODE: &str =
     "http://foster-passport.example/fhir/StructureDefinition/child-welfare-episode";
 const STATUS_SYSTEM: &str = "http://foster-passport.example/fhir/CodeSystem/child-welfare-status";
 
+/// The server counts ages and months by the date in California.
 fn today() -> NaiveDate {
-    Utc::now().date_naive()
+    foster_passport::search::child_welfare::today()
 }
 
 fn years_ago(n: u32) -> NaiveDate {

@@ -4,8 +4,8 @@
 //!
 //! On write, each Patient gets index rows that do not depend on the day (episode periods, when
 //! it left foster care, whether it was in care on or after its 18th birthday); a query turns a
-//! status into conditions on them and on `birthdate` relative to today (UTC), so a youth who ages
-//! out of a category stops matching without any write.
+//! status into conditions on them and on `birthdate` relative to today, so a youth who ages
+//! out of a category stops matching without any write. "Today" is the date in California.
 
 use chrono::{Months, NaiveDate, Utc};
 use serde_json::Value;
@@ -247,10 +247,17 @@ fn status(code: &str, today: NaiveDate) -> Vec<Criterion> {
     }
 }
 
+/// Today in California, where the age and 12-month rules are counted (standards.md 3.1).
+pub fn today() -> NaiveDate {
+    Utc::now()
+        .with_timezone(&chrono_tz::America::Los_Angeles)
+        .date_naive()
+}
+
 /// The criterion for `child-welfare-status=value` (codes ORed; `involved`: any status), as of
 /// today. An optional system must be ours.
 pub fn criterion(value: &str) -> FhirResult<Criterion> {
-    criterion_on(value, Utc::now().date_naive())
+    criterion_on(value, today())
 }
 
 fn criterion_on(value: &str, today: NaiveDate) -> FhirResult<Criterion> {
@@ -271,7 +278,7 @@ fn criterion_on(value: &str, today: NaiveDate) -> FhirResult<Criterion> {
             groups.push(status(code, today));
         } else {
             return Err(bad(format!(
-                "unknown child welfare status `{code}`; known: {}, involved",
+                "`{code}` is not a child welfare status; the statuses are {}, and involved",
                 STATUSES.join(", ")
             )));
         }
