@@ -245,3 +245,25 @@ pub fn token(args: crate::config::TokenArgs) -> Result<(), String> {
     println!("{token}");
     Ok(())
 }
+
+/// `import-eligibility`: import, then report what was created, updated, left and refused (exit
+/// status 1 when a row was refused; the other rows are imported all the same).
+pub fn import_eligibility(args: crate::config::ImportEligibilityArgs) -> Result<(), String> {
+    let report =
+        crate::eligibility::import(&args.db.database, &args.file, args.aid_codes.as_deref())?;
+    for (line, why) in &report.rejected {
+        eprintln!("line {line}: {why}");
+    }
+    println!(
+        "created {}, updated {}, unchanged {}, rejected {}",
+        report.created,
+        report.updated,
+        report.unchanged,
+        report.rejected.len()
+    );
+    if report.rejected.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} rows were rejected", report.rejected.len()))
+    }
+}

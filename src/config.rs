@@ -34,6 +34,24 @@ pub enum Command {
     Token(TokenArgs),
     /// Generate a signing key pair: `PREFIX.pem` (private, PKCS#8) and `PREFIX.jwks.json`.
     Keygen(KeygenArgs),
+    /// Import MEDS-style eligibility rows (CSV) as youth and their child welfare episodes.
+    ImportEligibility(ImportEligibilityArgs),
+}
+
+/// `import-eligibility` options.
+#[derive(Debug, Args)]
+pub struct ImportEligibilityArgs {
+    /// The CSV file: a header row naming cin, family_name, given_name, birth_date, aid_code,
+    /// county, eligibility_start, eligibility_end; dates as YYYY-MM-DD; county as a MEDS
+    /// (01–58) or FIPS (06xxx) code.
+    pub file: std::path::PathBuf,
+    /// The aid-code table (JSON, the shape of `conformance/aid-codes.json`, which is the
+    /// default).
+    #[arg(long)]
+    pub aid_codes: Option<std::path::PathBuf>,
+    /// The database.
+    #[command(flatten)]
+    pub db: DatabaseArgs,
 }
 
 /// `client …`

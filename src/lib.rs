@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod demo;
+pub mod eligibility;
 pub mod error;
 pub mod fhir;
 pub mod http;

@@ -22,6 +22,7 @@ fn main() -> std::process::ExitCode {
         Command::Launch(args) => foster_passport::admin::launch(args),
         Command::Token(args) => foster_passport::admin::token(args),
         Command::Keygen(args) => foster_passport::admin::keygen(args),
+        Command::ImportEligibility(args) => foster_passport::admin::import_eligibility(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

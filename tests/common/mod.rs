@@ -232,6 +232,17 @@ impl Server {
         run_cli(all)
     }
 
+    /// Runs `foster-passport ARGS --database <this server's>` and returns what it did, whether
+    /// it succeeded or not.
+    pub fn cli_output(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_foster-passport"))
+            .args(args)
+            .args(["--database", &self.database_url()])
+            .env("FP_LOG", "warn")
+            .output()
+            .expect("run foster-passport")
+    }
+
     /// Runs `foster-passport ARGS` (no `--database`: `token`, `keygen`) and returns stdout.
     pub fn cli_plain(&self, args: &[&str]) -> String {
         run_cli(args.iter().map(|a| a.to_string()).collect())
