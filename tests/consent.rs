@@ -1174,3 +1174,89 @@ async fn a_consent_naming_a_practitioner_role_reaches_whoever_holds_it() {
     assert!(ids(&doctor, "Observation").await.is_empty());
     doctor.get("Observation/r-obs").await.expect_outcome(404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_requester_named_by_many_youth_sees_each_of_them_and_no_one_else() {
+    let server = Server::start();
+    let admin = server.client();
+    admin
+        .put_json(
+            "Organization/many-org",
+            &json!({ "resourceType": "Organization", "id": "many-org", "name": "many" }),
+        )
+        .await
+        .expect_status(201);
+    // 40 youth name the organization (more than fit one query argument each), 5 do not; every
+    // fifth named youth also has a mental-health record the organization may not see.
+    let mut expected = vec![];
+    let mut bundle = vec![];
+    for i in 0..45 {
+        let patient = format!("many-{i:02}");
+        let mut p = common::patient(&patient);
+        p["id"] = json!(patient);
+        bundle.push(p);
+        bundle.push(observation(&format!("many-obs-{i:02}"), &patient));
+        if i < 40 {
+            expected.push(format!("many-obs-{i:02}"));
+            bundle.push(privacy_consent(
+                &format!("many-c-{i:02}"),
+                &patient,
+                json!({ "type": "permit", "actor": [actor("Organization/many-org")] }),
+            ));
+            if i % 5 == 0 {
+                let mut mh = observation(&format!("many-mh-{i:02}"), &patient);
+                mh["meta"] = json!({ "security": [label(ACT_CODE, "MH")] });
+                bundle.push(mh);
+            }
+        }
+    }
+    let entries: Vec<Value> = bundle
+        .into_iter()
+        .map(|r| {
+            let url = format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap(),
+                r["id"].as_str().unwrap()
+            );
+            json!({ "resource": r, "request": { "method": "PUT", "url": url } })
+        })
+        .collect();
+    admin
+        .post_json(
+            "",
+            &json!({ "resourceType": "Bundle", "type": "transaction", "entry": entries }),
+        )
+        .await
+        .expect_status(200);
+    let org = backend(&server, "many-org", "many-org", "provider", "TREAT");
+    let mut seen = vec![];
+    let mut next = Some("Observation?_count=50&_total=accurate".to_string());
+    while let Some(url) = next {
+        let resp = org.get(&url).await.expect_status(200);
+        assert_eq!(resp.body["total"], 40, "{}", resp.text);
+        seen.extend(
+            resp.body["entry"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| e["resource"]["id"].as_str().unwrap().to_string()),
+        );
+        next = resp.body["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| l["url"].as_str().unwrap().to_string());
+    }
+    seen.sort();
+    assert_eq!(seen, expected);
+    let patients = ids(&org, "Patient?_count=100").await;
+    assert_eq!(patients.len(), 40);
+    assert!(patients.iter().all(|p| p.as_str() < "many-40"));
+    // A long `_id` list takes the same path.
+    let all: Vec<String> = (0..45).map(|i| format!("many-{i:02}")).collect();
+    let by_id = ids(&org, &format!("Patient?_id={}&_count=100", all.join(","))).await;
+    assert_eq!(by_id, patients);
+    let by_admin = ids(&admin, &format!("Patient?_id={}&_count=100", all.join(","))).await;
+    assert_eq!(by_admin, all);
+}

@@ -933,7 +933,8 @@ impl Access {
                     return Ok(None);
                 }
                 let loaded = self.consents(ctx, reader)?;
-                let mut groups = Vec::new();
+                // Patients released alike share one group: the query names each patient once.
+                let mut releases: Vec<(Vec<consent::Label>, Vec<String>)> = Vec::new();
                 let mut by = Vec::new();
                 for patient in &loaded.candidates {
                     let Some(release) = consent::type_release(
@@ -949,10 +950,19 @@ impl Access {
                         self.per_match.store(true, Ordering::Relaxed);
                     }
                     by.extend(release.by);
-                    let mut group = vec![compartment_criterion(ctx, rtype, patient)];
+                    let mut labels = release.labels;
+                    labels.sort();
+                    match releases.iter_mut().find(|(l, _)| *l == labels) {
+                        Some((_, patients)) => patients.push(patient.clone()),
+                        None => releases.push((labels, vec![patient.clone()])),
+                    }
+                }
+                let mut groups = Vec::with_capacity(releases.len() + 1);
+                for (labels, patients) in releases {
+                    let mut group = vec![compartment_criterion_of(ctx, rtype, &patients)];
                     let blocked: Vec<QueryValue> = consent::all_sensitive_labels()
                         .into_iter()
-                        .filter(|l| !release.labels.contains(l))
+                        .filter(|l| !labels.contains(l))
                         .map(|(system, code)| QueryValue::Token {
                             system: Some(Some(system)),
                             code: Some(code),
@@ -1087,9 +1097,14 @@ fn clinical_date(ctx: &Ctx, rtype: &str, body: &Value) -> Option<(i64, i64)> {
 /// Resources of `rtype` in `patient`'s compartment, as a search criterion (matches nothing
 /// for types outside the compartment).
 fn compartment_criterion(ctx: &Ctx, rtype: &str, patient: &str) -> Criterion {
+    compartment_criterion_of(ctx, rtype, &[patient.to_string()])
+}
+
+/// Resources of `rtype` in any of these patients' compartments.
+fn compartment_criterion_of(ctx: &Ctx, rtype: &str, patients: &[String]) -> Criterion {
     let mut groups = Vec::new();
     if rtype == "Patient" {
-        groups.push(vec![Criterion::Ids(vec![patient.to_string()])]);
+        groups.push(vec![Criterion::Ids(patients.to_vec())]);
     }
     for def in compartment_params(ctx, rtype) {
         groups.push(vec![Criterion::Match {
@@ -1098,11 +1113,14 @@ fn compartment_criterion(ctx: &Ctx, rtype: &str, patient: &str) -> Criterion {
                 kind: ParamKind::Reference,
             },
             modifier: Modifier::None,
-            values: vec![QueryValue::Reference {
-                target_type: Some("Patient".into()),
-                target_id: Some(patient.to_string()),
-                url: format!("Patient/{patient}"),
-            }],
+            values: patients
+                .iter()
+                .map(|p| QueryValue::Reference {
+                    target_type: Some("Patient".into()),
+                    target_id: Some(p.clone()),
+                    url: format!("Patient/{p}"),
+                })
+                .collect(),
         }]);
     }
     Criterion::AnyOf(groups)

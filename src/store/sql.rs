@@ -142,6 +142,11 @@ fn criterion(sql: &mut Sql, c: &Criterion, alias: &str, rtype: &str) {
         Criterion::Ids(ids) if ids.is_empty() && sql.dialect == Dialect::Postgres => {
             sql.push("FALSE");
         }
+        Criterion::Ids(ids) if ids.len() > MANY_IDS => {
+            sql.push(&format!("{alias}.id IN ("));
+            json_list(sql, ids.iter().map(String::as_str).collect());
+            sql.push(")");
+        }
         Criterion::Ids(ids) => {
             sql.push(&format!("{alias}.id IN ("));
             for (i, id) in ids.iter().enumerate() {
@@ -181,13 +186,22 @@ fn criterion(sql: &mut Sql, c: &Criterion, alias: &str, rtype: &str) {
             sql.push(" AND param = ");
             sql.arg(param.code.clone());
             sql.push(" AND (");
-            for (i, v) in values.iter().enumerate() {
-                if i > 0 {
-                    sql.push(" OR ");
-                }
-                sql.push("(");
-                value_condition(sql, param, modifier, v);
+            if let Some((target_type, ids)) = many_ids(modifier, values) {
+                // Access criteria name thousands of patients: one JSON argument, not one per id.
+                sql.push("target_type = ");
+                sql.arg(target_type.to_string());
+                sql.push(" AND target_id IN (");
+                json_list(sql, ids);
                 sql.push(")");
+            } else {
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(" OR ");
+                    }
+                    sql.push("(");
+                    value_condition(sql, param, modifier, v);
+                    sql.push(")");
+                }
             }
             sql.push("))");
         }
@@ -572,6 +586,46 @@ fn type_term(dialect: Dialect, list: &[Criterion]) -> &'static str {
     if selective { "+" } else { "" }
 }
 
+/// A subquery listing `items`, bound as one JSON array argument.
+fn json_list(sql: &mut Sql, items: Vec<&str>) {
+    sql.push(match sql.dialect {
+        Dialect::Sqlite => "SELECT value FROM json_each(",
+        Dialect::Postgres => "SELECT jsonb_array_elements_text(",
+    });
+    sql.arg(serde_json::Value::from(items).to_string());
+    sql.push(match sql.dialect {
+        Dialect::Sqlite => ")",
+        Dialect::Postgres => "::text::jsonb)",
+    });
+}
+
+/// Above this many, ids (or references to one type by id) are matched against a list argument.
+const MANY_IDS: usize = 16;
+
+/// The target type and ids of a long OR of plain references to resources of one type.
+fn many_ids<'a>(modifier: &Modifier, values: &'a [QueryValue]) -> Option<(&'a str, Vec<&'a str>)> {
+    if *modifier != Modifier::None || values.len() <= MANY_IDS {
+        return None;
+    }
+    let mut target = None;
+    let mut ids = Vec::with_capacity(values.len());
+    for v in values {
+        let QueryValue::Reference {
+            target_type: Some(t),
+            target_id: Some(id),
+            ..
+        } = v
+        else {
+            return None;
+        };
+        if *target.get_or_insert(t.as_str()) != t.as_str() {
+            return None;
+        }
+        ids.push(id.as_str());
+    }
+    target.map(|t| (t, ids))
+}
+
 /// One page of a search. Columns: `rid, version, last_updated, method, body, id`, then one
 /// sort value per sort key; `count + 1` rows at most, so the caller can tell whether more follow.
 pub fn page(dialect: Dialect, q: &Query) -> Sql {
@@ -712,6 +766,31 @@ mod tests {
         assert_eq!(
             count(Dialect::Sqlite, &q).text,
             "SELECT COUNT(*) FROM resources r WHERE +r.rtype = ? AND r.deleted = 0 AND (0 OR (1 AND r.id IN ()))"
+        );
+    }
+
+    #[test]
+    fn long_id_lists_are_one_json_argument() {
+        let ids: Vec<String> = (0..20).map(|i| format!("p{i}")).collect();
+        let q = query(vec![Criterion::Ids(ids.clone())]);
+        let lite = count(Dialect::Sqlite, &q);
+        assert!(
+            lite.text
+                .ends_with("r.id IN (SELECT value FROM json_each(?))"),
+            "{}",
+            lite.text
+        );
+        assert_eq!(lite.args.len(), 2);
+        let pg = count(Dialect::Postgres, &q);
+        assert!(
+            pg.text
+                .ends_with("r.id IN (SELECT jsonb_array_elements_text($2::text::jsonb))"),
+            "{}",
+            pg.text
+        );
+        assert_eq!(
+            pg.args[1],
+            Arg::Text(serde_json::Value::from(ids).to_string())
         );
     }
 }
