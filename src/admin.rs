@@ -56,6 +56,7 @@ pub fn client(command: ClientCommand) -> Result<(), String> {
                 organization: a.organization,
                 role: a.role,
                 purpose: a.purpose,
+                webhook_secret: a.webhook_secret,
             };
             let store = store::open(&a.db.database).map_err(|e| e.to_string())?;
             registry::put_client(store.records(), &client).map_err(|e| e.to_string())?;

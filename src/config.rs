@@ -58,7 +58,7 @@ pub struct ImportEligibilityArgs {
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
     /// Register (or replace) a client.
-    Add(ClientAddArgs),
+    Add(Box<ClientAddArgs>),
     /// List registered clients.
     List(DatabaseArgs),
     /// Remove a client.
@@ -107,6 +107,10 @@ pub struct ClientAddArgs {
     /// Default purpose of use (HL7 v3 ActReason code, e.g. TREAT).
     #[arg(long)]
     pub purpose: Option<String>,
+    /// The secret its Subscription notifications are signed with (HMAC-SHA256 in the
+    /// `X-Foster-Passport-Signature` header).
+    #[arg(long)]
+    pub webhook_secret: Option<String>,
     /// The database.
     #[command(flatten)]
     pub db: DatabaseArgs,
@@ -235,6 +239,9 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "FP_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// How often the Subscription worker looks for changes to notify, in milliseconds.
+    #[arg(long, env = "FP_SUBSCRIPTION_INTERVAL_MS", default_value_t = 1000)]
+    pub subscription_interval_ms: u64,
 }
 
 fn parse_trusted_issuer(text: &str) -> Result<crate::auth::tokens::TrustedIssuer, String> {

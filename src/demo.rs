@@ -90,6 +90,7 @@ pub fn register(store: &dyn Store, key_dir: &Path, base_url: &str) -> FhirResult
             organization: Some("Organization/la-dcfs".into()),
             role: Some(Role::Custodian),
             purpose: Some("COC".into()),
+            webhook_secret: None,
         },
     )?;
     registry::put_client(
@@ -109,6 +110,7 @@ pub fn register(store: &dyn Store, key_dir: &Path, base_url: &str) -> FhirResult
             organization: None,
             role: Some(Role::PassportApp),
             purpose: Some("TREAT".into()),
+            webhook_secret: None,
         },
     )?;
     let users = [

@@ -17,3 +17,4 @@ pub mod search;
 pub mod serve;
 pub mod state;
 pub mod store;
+pub mod subscriptions;

@@ -83,6 +83,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         metrics,
     };
     let app = routes::app(state.clone());
+    crate::subscriptions::init_cursor(state.store.as_ref())
+        .map_err(|e| format!("cannot start the subscription worker: {e}"))?;
+    let notifier = crate::subscriptions::start(
+        state.store.clone(),
+        state.ctx.clone(),
+        state.audit.clone(),
+        std::time::Duration::from_millis(args.subscription_interval_ms.max(10)),
+    );
 
     let handle = axum_server::Handle::new();
     tokio::spawn(shutdown_on_signal(handle.clone()));
@@ -101,6 +109,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         server.handle(handle).serve(service).await
     };
     served.map_err(|e| format!("server error: {e}"))?;
+    notifier.abort();
+    let _ = notifier.await;
     drop(state);
     // Every queued audit record is written before the database closes.
     let _ = tokio::task::spawn_blocking(move || audit_writer.join()).await;

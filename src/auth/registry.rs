@@ -76,6 +76,9 @@ pub struct Client {
     /// Default purpose of use (HL7 v3 ActReason code such as `TREAT`).
     #[serde(default)]
     pub purpose: Option<String>,
+    /// The secret its Subscription notifications are signed with (HMAC-SHA256).
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
 }
 
 impl Client {

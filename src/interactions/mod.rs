@@ -391,6 +391,9 @@ pub fn write_version(
     if author.is_some() {
         set_source(&mut body, author.as_deref());
     }
+    if rtype == "Subscription" && !access.is_server() {
+        crate::subscriptions::prepare(ctx, access, &mut body)?;
+    }
     if rtype == "Consent" {
         // A privacy Consent the engine cannot enforce faithfully is refused, never stored and
         // silently ignored.

@@ -265,24 +265,42 @@ pub fn backend_client_with_scope(
     purpose: &str,
     scope: &str,
 ) -> super::Client {
+    backend_client_registered(server, id, role, org, purpose, scope, &[])
+}
+
+/// [`backend_client_with_scope`] with more `client add` options (`--webhook-secret S`).
+pub fn backend_client_registered(
+    server: &super::Server,
+    id: &str,
+    role: &str,
+    org: &str,
+    purpose: &str,
+    scope: &str,
+    extra: &[&str],
+) -> super::Client {
     let key = BackendKey::generate(server.data_dir(), id, Algorithm::ES384);
     let jwks = BackendKey::jwks_path(server.data_dir(), id, Algorithm::ES384);
-    server.cli(&[
-        "client",
-        "add",
-        "--id",
-        id,
-        "--scope",
-        scope,
-        "--jwks",
-        jwks.to_str().unwrap(),
-        "--role",
-        role,
-        "--organization",
-        &format!("Organization/{org}"),
-        "--purpose",
-        purpose,
-    ]);
+    server.cli(
+        &[
+            "client",
+            "add",
+            "--id",
+            id,
+            "--scope",
+            scope,
+            "--jwks",
+            jwks.to_str().unwrap(),
+            "--role",
+            role,
+            "--organization",
+            &format!("Organization/{org}"),
+            "--purpose",
+            purpose,
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect::<Vec<_>>(),
+    );
     server
         .client()
         .with_auth(super::Auth::Backend(TokenSource::new(
