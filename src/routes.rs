@@ -159,7 +159,8 @@ async fn handle(
         let target_ref = match &target {
             Target::Instance(t, id)
             | Target::InstanceHistory(t, id)
-            | Target::Version(t, id, _) => Some(format!("{t}/{id}")),
+            | Target::Version(t, id, _)
+            | Target::InstanceOperation(t, id, _) => Some(format!("{t}/{id}")),
             _ => None,
         };
         (v.requester.clone(), interaction, action, target_ref)
@@ -273,6 +274,7 @@ fn audit_kind(method: &Method, target: &Target) -> (&'static str, &'static str) 
         (&Method::GET | &Method::HEAD, Target::InstanceHistory(..)) => ("history-instance", "R"),
         (&Method::GET | &Method::HEAD, Target::TypeHistory(_)) => ("history-type", "R"),
         (&Method::GET | &Method::HEAD, Target::SystemHistory) => ("history-system", "R"),
+        (_, Target::TypeOperation(..) | Target::InstanceOperation(..)) => ("operation", "E"),
         (&Method::GET | &Method::HEAD, _) | (&Method::POST, Target::TypeSearch(_)) => {
             ("search-type", "E")
         }

@@ -219,10 +219,16 @@ async fn no_route_returns_a_resource_without_the_access_layer() {
         Method::DELETE,
     ] {
         for raw in Target::SHAPES {
-            let hidden_path = raw.replace("ID", HIDDEN);
+            // Patient paths aim at the youth herself, the others at her Condition.
+            let hidden_id = if raw.starts_with("Patient/") {
+                YOUTH
+            } else {
+                HIDDEN
+            };
+            let hidden_path = raw.replace("ID", hidden_id);
             let missing_path = raw.replace("ID", MISSING);
             let what = format!("{method} [base]/{hidden_path}");
-            let hidden = request(&stranger, &method, &hidden_path, HIDDEN)
+            let hidden = request(&stranger, &method, &hidden_path, hidden_id)
                 .send_unchecked()
                 .await;
             let missing = request(&stranger, &method, &missing_path, MISSING)
@@ -231,7 +237,7 @@ async fn no_route_returns_a_resource_without_the_access_layer() {
             assert_nothing_disclosed(&what, &hidden);
             assert_nothing_disclosed(&what, &missing);
             assert_eq!(
-                shape(&hidden, HIDDEN),
+                shape(&hidden, hidden_id),
                 shape(&missing, MISSING),
                 "{what}: a hidden resource answers as a missing one\n{}\n{}",
                 hidden.text,

@@ -1094,9 +1094,16 @@ fn clinical_date(ctx: &Ctx, rtype: &str, body: &Value) -> Option<(i64, i64)> {
         })
 }
 
+/// The resource types in the Patient compartment (as we widen it), sorted.
+pub fn compartment_types() -> Vec<&'static str> {
+    let mut types: Vec<&'static str> = COMPARTMENT.keys().map(String::as_str).collect();
+    types.sort_unstable();
+    types
+}
+
 /// Resources of `rtype` in `patient`'s compartment, as a search criterion (matches nothing
 /// for types outside the compartment).
-fn compartment_criterion(ctx: &Ctx, rtype: &str, patient: &str) -> Criterion {
+pub fn compartment_criterion(ctx: &Ctx, rtype: &str, patient: &str) -> Criterion {
     compartment_criterion_of(ctx, rtype, &[patient.to_string()])
 }
 

@@ -58,6 +58,22 @@ pub enum Target {
     InstanceHistory(String, String),
     /// `[base]/[type]/[id]/_history/[vid]`
     Version(String, String, String),
+    /// `[base]/[type]/$[operation]`
+    TypeOperation(String, String),
+    /// `[base]/[type]/[id]/$[operation]`
+    InstanceOperation(String, String, String),
+}
+
+/// `$name` → `name`, when it is a plausible operation name.
+fn operation_name(segment: &str) -> FhirResult<String> {
+    let name = &segment[1..];
+    if name.is_empty()
+        || name.len() > 64
+        || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(FhirError::NotFound(format!("no operation `{segment}`")));
+    }
+    Ok(name.to_string())
 }
 
 impl Target {
@@ -73,6 +89,8 @@ impl Target {
         "Condition/ID",
         "Condition/ID/_history",
         "Condition/ID/_history/1",
+        "Patient/$everything",
+        "Patient/ID/$everything",
     ];
 
     /// Parse a path relative to the FHIR base (`Patient/1/_history/2`, no leading slash).
@@ -108,6 +126,12 @@ impl Target {
             [t] => Target::Type(known_type(t)?),
             [t, "_search"] => Target::TypeSearch(known_type(t)?),
             [t, "_history"] => Target::TypeHistory(known_type(t)?),
+            [t, op] if op.starts_with('$') => {
+                Target::TypeOperation(known_type(t)?, operation_name(op)?)
+            }
+            [t, id, op] if op.starts_with('$') => {
+                Target::InstanceOperation(known_type(t)?, valid_id(id)?, operation_name(op)?)
+            }
             [t, id] => Target::Instance(known_type(t)?, valid_id(id)?),
             [t, id, "_history"] => Target::InstanceHistory(known_type(t)?, valid_id(id)?),
             [t, id, "_history", vid] => {
@@ -129,6 +153,8 @@ impl Target {
             Target::Instance(t, id) => format!("{t}/{id}"),
             Target::InstanceHistory(t, id) => format!("{t}/{id}/_history"),
             Target::Version(t, id, v) => format!("{t}/{id}/_history/{v}"),
+            Target::TypeOperation(t, op) => format!("{t}/${op}"),
+            Target::InstanceOperation(t, id, op) => format!("{t}/{id}/${op}"),
         }
     }
 }
@@ -277,6 +303,9 @@ pub fn execute_read(
             &Method::GET | &Method::HEAD,
             Target::SystemHistory | Target::TypeHistory(_) | Target::InstanceHistory(..),
         ) => history::history(ctx, access, reader, &req.target, &req.query),
+        (_, Target::TypeOperation(..) | Target::InstanceOperation(..)) => {
+            crate::operations::read(ctx, reader, req)
+        }
         _ => Err(not_allowed(req)),
     }
 }
@@ -292,17 +321,27 @@ pub fn execute_write(
         (&Method::PUT, Target::Instance(..) | Target::Type(_)) => update::update(ctx, tx, req),
         (&Method::PATCH, Target::Instance(..) | Target::Type(_)) => patch::patch(ctx, tx, req),
         (&Method::DELETE, Target::Instance(..) | Target::Type(_)) => delete::delete(ctx, tx, req),
+        (_, Target::TypeOperation(..) | Target::InstanceOperation(..)) => {
+            crate::operations::write(ctx, tx, req)
+        }
         _ => Err(not_allowed(&req)),
     }
 }
 
 /// True when the interaction only reads.
 pub fn is_read(req: &FhirRequest) -> bool {
-    matches!(req.method, Method::GET | Method::HEAD)
-        || matches!(
-            (&req.method, &req.target),
-            (&Method::POST, Target::TypeSearch(_))
-        )
+    match &req.target {
+        Target::TypeOperation(_, op) | Target::InstanceOperation(_, _, op) => {
+            crate::operations::only_reads(&req.method, op)
+        }
+        _ => {
+            matches!(req.method, Method::GET | Method::HEAD)
+                || matches!(
+                    (&req.method, &req.target),
+                    (&Method::POST, Target::TypeSearch(_))
+                )
+        }
+    }
 }
 
 fn not_allowed(req: &FhirRequest) -> FhirError {
@@ -400,6 +439,7 @@ pub fn write_version(
         crate::access::consent::compile(&body).map_err(|why| {
             FhirError::Unprocessable(format!("this Consent cannot be enforced: {why}"))
         })?;
+        label_consent(tx, &mut body)?;
     }
     let version = previous.map_or(1, |p| p.version + 1);
     let now = next_instant(previous);
@@ -444,6 +484,66 @@ pub fn current_for_write(
 /// A stored resource the requester must not learn of.
 #[derive(Debug, Clone, Copy)]
 pub struct Hidden;
+
+/// A Consent about sensitive data tells that the data exists: it carries the sensitivity
+/// labels its provisions name, and those of the instances they point at, so that it is
+/// released only to whom the data itself would be.
+fn label_consent(tx: &mut dyn StoreTx, consent: &mut Value) -> FhirResult<()> {
+    use crate::access::consent::{is_sensitive, sensitive_labels};
+    let provisions: Vec<&Value> = std::iter::once(&consent["provision"])
+        .chain(
+            consent["provision"]["provision"]
+                .as_array()
+                .into_iter()
+                .flatten(),
+        )
+        .collect();
+    let mut labels: Vec<(String, String)> = Vec::new();
+    for p in &provisions {
+        for c in p["securityLabel"].as_array().into_iter().flatten() {
+            if let (Some(system), Some(code)) = (c["system"].as_str(), c["code"].as_str())
+                && is_sensitive(system, code)
+            {
+                labels.push((system.to_string(), code.to_string()));
+            }
+        }
+        for d in p["data"].as_array().into_iter().flatten() {
+            let Some((t, id)) = d["reference"]["reference"]
+                .as_str()
+                .and_then(|r| r.split_once('/'))
+            else {
+                continue;
+            };
+            if let Some(text) = tx.current(t, id)?.and_then(|v| v.body) {
+                let data: Value = serde_json::from_str(&text).map_err(FhirError::internal)?;
+                labels.extend(sensitive_labels(&data));
+            }
+        }
+    }
+    let present = sensitive_labels(consent);
+    labels.retain(|l| !present.contains(l));
+    labels.sort();
+    labels.dedup();
+    if labels.is_empty() {
+        return Ok(());
+    }
+    let meta = consent
+        .as_object_mut()
+        .ok_or_else(|| FhirError::bad_request("a Consent must be an object"))?
+        .entry("meta")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let security = meta
+        .as_object_mut()
+        .ok_or_else(|| FhirError::bad_request("Consent.meta must be an object"))?
+        .entry("security")
+        .or_insert_with(|| Value::Array(vec![]));
+    if let Some(list) = security.as_array_mut() {
+        for (system, code) in labels {
+            list.push(serde_json::json!({ "system": system, "code": code }));
+        }
+    }
+    Ok(())
+}
 
 /// Set (or with `None`, remove) `meta.source`.
 fn set_source(body: &mut Value, source: Option<&str>) {
@@ -614,7 +714,7 @@ mod tests {
 
     #[test]
     fn shapes_cover_every_target() {
-        let mut seen = [false; 9];
+        let mut seen = [false; 11];
         for shape in Target::SHAPES {
             let target = Target::parse(&shape.replace("ID", "x")).unwrap();
             // Exhaustive: a new kind of target fails to compile here until SHAPES names it.
@@ -628,6 +728,8 @@ mod tests {
                 Target::Instance(..) => 6,
                 Target::InstanceHistory(..) => 7,
                 Target::Version(..) => 8,
+                Target::TypeOperation(..) => 9,
+                Target::InstanceOperation(..) => 10,
             };
             seen[i] = true;
         }

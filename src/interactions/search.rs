@@ -114,7 +114,7 @@ fn released(
 /// A page of the matches consent releases, when it is decided per resource after the query:
 /// the store is read on past withheld rows until the page is full, so pages stay full and
 /// `next` is offered only when a released match follows.
-fn visible_page(
+pub(crate) fn visible_page(
     ctx: &Ctx,
     access: &Access,
     reader: &mut dyn Reader,

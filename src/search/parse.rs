@@ -613,7 +613,7 @@ pub fn encode_cursor(cursor: &Cursor) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
 }
 
-fn decode_cursor(value: &str) -> FhirResult<Cursor> {
+pub fn decode_cursor(value: &str) -> FhirResult<Cursor> {
     let invalid = || bad("_cursor", "is not a cursor this server issued");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(value)
