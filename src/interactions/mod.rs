@@ -91,6 +91,7 @@ impl Target {
         "Condition/ID/_history/1",
         "Patient/$everything",
         "Patient/ID/$everything",
+        "Patient/ID/$change-placement",
     ];
 
     /// Parse a path relative to the FHIR base (`Patient/1/_history/2`, no leading slash).

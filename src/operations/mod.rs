@@ -1,6 +1,7 @@
 //! FHIR operations (`[type]/$name`, `[type]/[id]/$name`), one file each. Each goes through the
 //! access layer like every interaction: what it returns is what the requester may see.
 
+pub mod change_placement;
 pub mod everything;
 
 use axum::http::Method;
@@ -28,8 +29,14 @@ pub fn read(ctx: &Ctx, reader: &mut dyn Reader, req: &FhirRequest) -> FhirResult
 
 /// Run an operation that writes, inside an open transaction.
 pub fn write(ctx: &Ctx, tx: &mut dyn StoreTx, req: FhirRequest) -> FhirResult<FhirResponse> {
-    let _ = (ctx, tx);
-    Err(unknown(&req))
+    match (&req.method, &req.target) {
+        (&Method::POST, Target::InstanceOperation(t, id, op))
+            if t == "Patient" && op == "change-placement" =>
+        {
+            change_placement::change_placement(ctx, &req.access, tx, id, req.body.as_ref())
+        }
+        _ => Err(unknown(&req)),
+    }
 }
 
 fn unknown(req: &FhirRequest) -> FhirError {
