@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use common::auth::{backend_client_registered, user_token};
+use common::auth::backend_client_registered;
 use common::{Client, Server};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
@@ -41,22 +41,6 @@ async fn receiver() -> (String, Received) {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (format!("http://{addr}/hook"), got)
-}
-
-async fn login(server: &Server, username: &str, password: &str) -> Client {
-    let token = user_token(
-        &server.origin(),
-        &server.base,
-        "demo-passport",
-        "http://localhost:8000/callback",
-        username,
-        password,
-        "openid fhirUser user/*.rs",
-    )
-    .await;
-    server
-        .client()
-        .with_token(token["access_token"].as_str().unwrap())
 }
 
 fn placement(family: &str, effective: &str, county: Option<&str>) -> Value {
@@ -118,8 +102,8 @@ async fn a_placement_change_moves_access_keeps_authorizations_and_notifies() {
         "--fhir-user",
         "RelatedPerson/rf-new-family",
     ]);
-    let sandra = login(&server, "sandra", "passport-demo").await;
-    let rosa = login(&server, "rosa", "rosa-123456").await;
+    let sandra = common::auth::demo_user(&server, "sandra", "passport-demo").await;
+    let rosa = common::auth::demo_user(&server, "rosa", "rosa-123456").await;
     let before = condition_ids(&sandra).await;
     assert!(before > 0);
     assert_eq!(condition_ids(&rosa).await, 0);

@@ -7,26 +7,9 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::auth::user_token;
 use common::{Client, Server};
 
 const MARIA: &str = "youth-maria-lopez";
-
-async fn login(server: &Server, username: &str) -> Client {
-    let token = user_token(
-        &server.origin(),
-        &server.base,
-        "demo-passport",
-        "http://localhost:8000/callback",
-        username,
-        "passport-demo",
-        "openid fhirUser user/*.rs",
-    )
-    .await;
-    server
-        .client()
-        .with_token(token["access_token"].as_str().unwrap())
-}
 
 /// Every `Type/id` of `$everything`, following `next` links; checks each page is full but the
 /// last.
@@ -125,7 +108,7 @@ async fn each_demo_role_gets_its_slice_of_the_record() {
         ("rachel", vec![counselling, consent]),
         ("gloria", vec![counselling, consent]),
     ] {
-        let client = login(&server, user).await;
+        let client = common::auth::demo_user(&server, user, "passport-demo").await;
         let got = everything(&client, "_count=5").await;
         let expected: BTreeSet<String> = all
             .iter()
@@ -145,7 +128,7 @@ async fn each_demo_role_gets_its_slice_of_the_record() {
     // Maria's caregiver before the move and a PCP who does not treat her: exactly as a youth
     // who does not exist.
     for user in ["lupe", "dr-natarajan"] {
-        let client = login(&server, user).await;
+        let client = common::auth::demo_user(&server, user, "passport-demo").await;
         let hidden = client
             .get(&format!("Patient/{MARIA}/$everything"))
             .await

@@ -849,6 +849,16 @@ impl Access {
         }
     }
 
+    /// Consent does not limit what this requester sees of `patient`'s record: the custodian,
+    /// or the youth herself.
+    pub fn sees_whole_record(&self, patient: &str) -> bool {
+        match self.consent_mode() {
+            ConsentMode::Exempt => true,
+            ConsentMode::Youth(youth) => youth == patient,
+            ConsentMode::BreakGlass { .. } | ConsentMode::Consents => false,
+        }
+    }
+
     /// Consent does not restrict this requester (the custodian).
     pub fn consent_exempt(&self) -> bool {
         matches!(self.consent_mode(), ConsentMode::Exempt)

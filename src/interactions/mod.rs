@@ -91,6 +91,7 @@ impl Target {
         "Condition/ID/_history/1",
         "Patient/$everything",
         "Patient/ID/$everything",
+        "Patient/ID/$summary",
         "Patient/ID/$change-placement",
     ];
 

@@ -5,16 +5,14 @@
 //! them; paging with `next` links across types.
 
 use crate::access::{self, Access};
-use crate::auth::scopes::Letter;
 use crate::error::{FhirError, FhirResult};
 use crate::fhir::bundle;
 use crate::interactions::history::with_query;
-use crate::interactions::search::visible_page;
-use crate::interactions::{Ctx, FhirResponse, read};
+use crate::interactions::{Ctx, FhirResponse};
 use crate::search::model::{ParamKind, Prefix, QueryValue};
 use crate::search::parse::{decode_cursor, encode_cursor};
 use crate::store::Reader;
-use crate::store::query::{Criterion, Cursor, Modifier, ParamRef, Query};
+use crate::store::query::{Criterion, Cursor, Modifier, ParamRef};
 
 const DEFAULT_COUNT: usize = 50;
 const MAX_COUNT: usize = 1000;
@@ -31,17 +29,7 @@ pub fn everything(
 ) -> FhirResult<FhirResponse> {
     let params = Params::parse(query)?;
     // A youth the requester may not see is answered as one that does not exist.
-    let missing = || FhirError::NotFound(format!("Patient/{patient} is not known"));
-    let grant = access.require("Patient", Letter::R)?;
-    let Some(v) = reader.current("Patient", patient)? else {
-        return Err(missing());
-    };
-    if !read::visible(ctx, access, reader, &grant, &v)? {
-        return Err(missing());
-    }
-    if v.is_deleted() {
-        return Err(FhirError::Gone(format!("Patient/{patient} was deleted")));
-    }
+    super::visible_patient(ctx, access, reader, patient)?;
     let types: Vec<&str> = std::iter::once("Patient")
         .chain(
             access::compartment_types()
@@ -62,15 +50,9 @@ pub fn everything(
     while index < types.len() {
         let rtype = types[index];
         let want = params.count - entries.len();
-        let grant = access.grant(rtype, Letter::S);
-        if grant.is_none() {
-            index += 1;
-            cursor = None;
-            continue;
-        }
-        let mut criteria = vec![access::compartment_criterion(ctx, rtype, patient)];
+        let mut extra = Vec::new();
         if let Some(since) = params.since {
-            criteria.push(Criterion::Match {
+            extra.push(Criterion::Match {
                 param: ParamRef {
                     code: "_lastUpdated".into(),
                     kind: ParamKind::Date,
@@ -83,20 +65,13 @@ pub fn everything(
                 }],
             });
         }
-        criteria.extend(access.criterion(ctx, reader, rtype, &grant)?);
-        let q = Query {
-            rtype: rtype.to_string(),
-            criteria,
-            sort: vec![],
-            count: want,
-            cursor: cursor.take(),
-            with_total: false,
-        };
-        let page = if access.checks_each_match() {
-            visible_page(ctx, access, reader, rtype, &q)?
-        } else {
-            reader.search(&q)?
-        };
+        let page = super::compartment_page(
+            ctx,
+            access,
+            reader,
+            patient,
+            super::query(rtype, extra, want, cursor.take()),
+        )?;
         for m in &page.matches {
             entries.push(bundle::search_entry(&ctx.base_url, &m.version, "match")?);
         }

@@ -309,3 +309,20 @@ pub fn backend_client_registered(
             scope,
         )))
 }
+
+/// A client logged in as one of the demo users (`--demo`), through the demo passport app.
+pub async fn demo_user(server: &super::Server, username: &str, password: &str) -> super::Client {
+    let token = user_token(
+        &server.origin(),
+        &server.base,
+        "demo-passport",
+        "http://localhost:8000/callback",
+        username,
+        password,
+        "openid fhirUser user/*.rs",
+    )
+    .await;
+    server
+        .client()
+        .with_token(token["access_token"].as_str().unwrap())
+}
