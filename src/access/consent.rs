@@ -5,7 +5,8 @@
 //! permits, else the root's type decides; across the patient's consents any deny wins, then any
 //! permit, else the default is deny. A permit releases a resource carrying sensitivity labels
 //! only if the permitting provisions name each of them, and a `minor-consented` resource only
-//! under a Consent the youth signed.
+//! under a Consent the youth signed. Statewide rules (Consents without a patient, from
+//! `conformance/statewide/`) are evaluated with each youth's own consents by the same rules.
 
 use std::collections::{HashMap, HashSet};
 
