@@ -132,7 +132,7 @@ pub struct Access {
     /// Who asks.
     pub requester: Arc<Requester>,
     /// The consents that apply, loaded on first need.
-    consents: OnceLock<ConsentContext>,
+    consents: OnceLock<Arc<ConsentContext>>,
     /// What decided this request's disclosures, for its AuditEvent.
     trail: parking_lot::Mutex<Trail>,
     /// Some search criterion could not hold the whole decision: matches are decided one by one.
@@ -142,10 +142,38 @@ pub struct Access {
 /// What decided a request's disclosures.
 #[derive(Debug, Default, Clone)]
 pub struct Trail {
-    /// The Consents (and authorship, as `author`) that released or withheld resources.
+    /// The Consents (and authorship, as `author`) that released or withheld single resources.
     pub decided_by: Vec<String>,
+    /// The releases searches were narrowed by: which Consents release each patient.
+    releases: Vec<Arc<TypeAccess>>,
     /// A resource was released through a deny by break-the-glass.
     pub broke_glass: bool,
+}
+
+impl Trail {
+    /// The Consents that decided what was disclosed about these patients.
+    pub fn decided_for(&self, patients: &[String]) -> Vec<String> {
+        let mut out = self.decided_by.clone();
+        for release in &self.releases {
+            for p in patients {
+                for id in release.by_patient.get(p).into_iter().flatten() {
+                    if !out.contains(id) {
+                        out.push(id.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// How consent narrows a requester's searches of one type: the criterion, whether it is the
+/// whole decision, and which Consents release each patient.
+#[derive(Debug)]
+struct TypeAccess {
+    criterion: Criterion,
+    exact: bool,
+    by_patient: HashMap<String, Vec<String>>,
 }
 
 /// The `meta.security` marker of what break-the-glass released (HL7 v3 ActReason `BTG`).
@@ -170,15 +198,23 @@ enum ConsentMode {
     Consents,
 }
 
-/// The active privacy Consents, by patient, and the requester's facts.
-#[derive(Debug, Clone)]
+/// The active privacy Consents, by patient, and the requester's facts; shared by a
+/// requester's requests for a short while (see [`VIEW_TTL`]).
+#[derive(Debug)]
 struct ConsentContext {
     by_patient: Arc<BTreeMap<String, Vec<consent::Compiled>>>,
     statewide: Arc<Vec<consent::Compiled>>,
     /// The patients whose consents could release something to this requester.
     candidates: Vec<String>,
     facts: consent::Facts,
+    /// Search narrowing per resource type, built on first need.
+    types: parking_lot::Mutex<HashMap<String, Arc<TypeAccess>>>,
 }
+
+/// How long a requester's view of the consents is reused. Writes of a Consent, CareTeam or
+/// PractitionerRole end it at once; this bounds only how late a period ending by the clock
+/// (a consent or team membership that expires) takes effect.
+const VIEW_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl ConsentContext {
     fn own(&self, patient: &str) -> &[consent::Compiled] {
@@ -200,6 +236,20 @@ struct CompiledConsents {
     teams_by_participant: HashMap<String, Vec<usize>>,
     /// The PractitionerRoles consents name, by the Practitioner who holds them.
     roles_by_practitioner: HashMap<String, Vec<HeldRole>>,
+    /// Each requester's view, while fresh, by [`requester_key`].
+    views: parking_lot::Mutex<HashMap<String, (std::time::Instant, Arc<ConsentContext>)>>,
+}
+
+/// What decides a requester's view of the consents.
+fn requester_key(r: &Requester) -> String {
+    format!(
+        "{}|{}|{}|{}|{}",
+        r.client_id,
+        r.fhir_user.as_deref().unwrap_or(""),
+        r.organization.as_deref().unwrap_or(""),
+        r.role.as_deref().unwrap_or(""),
+        r.purpose.join(",")
+    )
 }
 
 /// A PractitionerRole a consent names as actor: the requester acts in it while its
@@ -367,6 +417,7 @@ fn compile_all(
         teams,
         teams_by_participant,
         roles_by_practitioner,
+        views: Default::default(),
     })
 }
 
@@ -434,8 +485,23 @@ fn compile_teams(reader: &mut dyn Reader) -> FhirResult<(Vec<Team>, HashMap<Stri
 }
 
 impl ConsentContext {
-    fn load(ctx: &Ctx, reader: &mut dyn Reader, r: &Requester) -> FhirResult<ConsentContext> {
+    fn load(ctx: &Ctx, reader: &mut dyn Reader, r: &Requester) -> FhirResult<Arc<ConsentContext>> {
         let compiled = ctx.consents.get(ctx, reader)?;
+        let key = requester_key(r);
+        if let Some((made, view)) = compiled.views.lock().get(&key)
+            && made.elapsed() < VIEW_TTL
+        {
+            return Ok(view.clone());
+        }
+        let view = Arc::new(Self::make(ctx, &compiled, r));
+        compiled
+            .views
+            .lock()
+            .insert(key, (std::time::Instant::now(), view.clone()));
+        Ok(view)
+    }
+
+    fn make(ctx: &Ctx, compiled: &CompiledConsents, r: &Requester) -> ConsentContext {
         let now = chrono::Utc::now().timestamp_millis();
         let mut actors: HashSet<String> = [&r.fhir_user, &r.organization]
             .into_iter()
@@ -492,7 +558,7 @@ impl ConsentContext {
         candidates.extend(team_roles.keys().cloned());
         candidates.sort();
         candidates.dedup();
-        Ok(ConsentContext {
+        ConsentContext {
             by_patient: compiled.by_patient.clone(),
             statewide: ctx.consents.statewide.clone(),
             candidates,
@@ -503,7 +569,8 @@ impl ConsentContext {
                 action: "access",
                 now,
             },
-        })
+            types: Default::default(),
+        }
     }
 }
 
@@ -901,12 +968,12 @@ impl Access {
     }
 
     /// The active privacy Consents by patient and what the requester is, loaded once per request.
-    fn consents(&self, ctx: &Ctx, reader: &mut dyn Reader) -> FhirResult<&ConsentContext> {
+    fn consents(&self, ctx: &Ctx, reader: &mut dyn Reader) -> FhirResult<Arc<ConsentContext>> {
         if let Some(loaded) = self.consents.get() {
-            return Ok(loaded);
+            return Ok(loaded.clone());
         }
         let loaded = ConsentContext::load(ctx, reader, &self.requester)?;
-        Ok(self.consents.get_or_init(|| loaded))
+        Ok(self.consents.get_or_init(|| loaded).clone())
     }
 
     /// What the server records as `meta.source` of what this requester writes: its
@@ -943,68 +1010,90 @@ impl Access {
                     return Ok(None);
                 }
                 let loaded = self.consents(ctx, reader)?;
-                // Patients released alike share one group: the query names each patient once.
-                let mut releases: Vec<(Vec<consent::Label>, Vec<String>)> = Vec::new();
-                let mut by = Vec::new();
-                for patient in &loaded.candidates {
-                    let Some(release) = consent::type_release(
-                        loaded.own(patient),
-                        &loaded.statewide,
-                        &loaded.facts,
-                        patient,
-                        rtype,
-                    ) else {
-                        continue;
-                    };
-                    if !release.exact {
-                        self.per_match.store(true, Ordering::Relaxed);
+                let cached = loaded.types.lock().get(rtype).cloned();
+                let access = match cached {
+                    Some(a) => a,
+                    None => {
+                        let built = Arc::new(self.type_access(ctx, &loaded, rtype));
+                        loaded
+                            .types
+                            .lock()
+                            .insert(rtype.to_string(), built.clone());
+                        built
                     }
-                    by.extend(release.by);
-                    let mut labels = release.labels;
-                    labels.sort();
-                    match releases.iter_mut().find(|(l, _)| *l == labels) {
-                        Some((_, patients)) => patients.push(patient.clone()),
-                        None => releases.push((labels, vec![patient.clone()])),
-                    }
+                };
+                if !access.exact {
+                    self.per_match.store(true, Ordering::Relaxed);
                 }
-                let mut groups = Vec::with_capacity(releases.len() + 1);
-                for (labels, patients) in releases {
-                    let mut group = vec![compartment_criterion_of(ctx, rtype, &patients)];
-                    let blocked: Vec<QueryValue> = consent::all_sensitive_labels()
-                        .into_iter()
-                        .filter(|l| !labels.contains(l))
-                        .map(|(system, code)| QueryValue::Token {
-                            system: Some(Some(system)),
-                            code: Some(code),
-                        })
-                        .collect();
-                    if !blocked.is_empty() {
-                        group.push(Criterion::Match {
-                            param: ParamRef {
-                                code: "_security".into(),
-                                kind: ParamKind::Token,
-                            },
-                            modifier: Modifier::Not,
-                            values: blocked,
-                        });
-                    }
-                    groups.push(group);
-                }
-                if let Some(source) = self.author_source(ctx) {
-                    groups.push(vec![Criterion::Match {
-                        param: ParamRef {
-                            code: "_source".into(),
-                            kind: ParamKind::Uri,
-                        },
-                        modifier: Modifier::None,
-                        values: vec![QueryValue::Uri(source)],
-                    }]);
-                }
-                by.sort();
-                by.dedup();
-                self.note(&by);
-                Ok(Some(Criterion::AnyOf(groups)))
+                let criterion = access.criterion.clone();
+                self.trail.lock().releases.push(access);
+                Ok(Some(criterion))
             }
+        }
+    }
+
+    /// Build how consent narrows this requester's searches of `rtype`.
+    fn type_access(&self, ctx: &Ctx, loaded: &ConsentContext, rtype: &str) -> TypeAccess {
+        // Patients released alike share one group: the query names each patient once.
+        let mut releases: Vec<(Vec<consent::Label>, Vec<String>)> = Vec::new();
+        let mut by_patient = HashMap::new();
+        let mut exact = true;
+        for patient in &loaded.candidates {
+            let Some(release) = consent::type_release(
+                loaded.own(patient),
+                &loaded.statewide,
+                &loaded.facts,
+                patient,
+                rtype,
+            ) else {
+                continue;
+            };
+            exact &= release.exact;
+            by_patient.insert(patient.clone(), release.by);
+            let mut labels = release.labels;
+            labels.sort();
+            match releases.iter_mut().find(|(l, _)| *l == labels) {
+                Some((_, patients)) => patients.push(patient.clone()),
+                None => releases.push((labels, vec![patient.clone()])),
+            }
+        }
+        let mut groups = Vec::with_capacity(releases.len() + 1);
+        for (labels, patients) in releases {
+            let mut group = vec![compartment_criterion_of(ctx, rtype, &patients)];
+            let blocked: Vec<QueryValue> = consent::all_sensitive_labels()
+                .into_iter()
+                .filter(|l| !labels.contains(l))
+                .map(|(system, code)| QueryValue::Token {
+                    system: Some(Some(system)),
+                    code: Some(code),
+                })
+                .collect();
+            if !blocked.is_empty() {
+                group.push(Criterion::Match {
+                    param: ParamRef {
+                        code: "_security".into(),
+                        kind: ParamKind::Token,
+                    },
+                    modifier: Modifier::Not,
+                    values: blocked,
+                });
+            }
+            groups.push(group);
+        }
+        if let Some(source) = self.author_source(ctx) {
+            groups.push(vec![Criterion::Match {
+                param: ParamRef {
+                    code: "_source".into(),
+                    kind: ParamKind::Uri,
+                },
+                modifier: Modifier::None,
+                values: vec![QueryValue::Uri(source)],
+            }]);
+        }
+        TypeAccess {
+            criterion: Criterion::AnyOf(groups),
+            exact,
+            by_patient,
         }
     }
 
@@ -1035,8 +1124,16 @@ impl Access {
             return Ok(true);
         }
         let loaded = self.consents(ctx, reader)?;
-        let mut facts = loaded.facts.clone();
-        facts.action = action;
+        let corrected;
+        let facts = if action == loaded.facts.action {
+            &loaded.facts
+        } else {
+            corrected = consent::Facts {
+                action,
+                ..loaded.facts.clone()
+            };
+            &corrected
+        };
         let clinical_date = clinical_date(ctx, rtype, body);
         let mut permit = true;
         let mut glass = false;
@@ -1044,7 +1141,7 @@ impl Access {
             let decision = consent::decide(
                 loaded.own(patient),
                 &loaded.statewide,
-                &facts,
+                facts,
                 &consent::Subject {
                     patient,
                     rtype,

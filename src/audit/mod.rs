@@ -365,10 +365,9 @@ fn event(ctx: &Ctx, r: &AuditRecord) -> Value {
             .map(|p| json!({ "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": p }] }))
             .collect::<Vec<_>>());
     }
-    if !r.trail.decided_by.is_empty() {
-        let ids: Vec<Value> = r
-            .trail
-            .decided_by
+    let decided = r.trail.decided_for(&patients);
+    if !decided.is_empty() {
+        let ids: Vec<Value> = decided
             .iter()
             .map(|id| json!({ "url": "consent", "valueString": id }))
             .collect();

@@ -82,6 +82,10 @@ struct Cli {
     /// How to load the patients.
     #[arg(long, value_enum, default_value_t = LoadMode::Transaction)]
     load_mode: LoadMode,
+    /// The patients are already loaded (with `--target`): measure only. Workloads that update
+    /// patients need the ETags a load gives and are not for this mode.
+    #[arg(long, requires = "target")]
+    no_load: bool,
     /// Resources per transaction Bundle when loading.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(4..))]
     bundle_size: u64,
@@ -275,14 +279,24 @@ async fn bench_server(
         "[{title}] loading {} patients into {}",
         cli.patients, target.base
     );
-    let mut load = load::load(
-        target.clone(),
-        cli.patients as usize,
-        cli.bundle_size as usize,
-        cli.load_concurrency as usize,
-        cli.load_mode,
-    )
-    .await?;
+    let mut load = if cli.no_load {
+        load::LoadResult {
+            mode: cli.load_mode,
+            resources: 0,
+            requests: 0,
+            elapsed: Duration::ZERO,
+            etags: vec![None; cli.patients as usize],
+        }
+    } else {
+        load::load(
+            target.clone(),
+            cli.patients as usize,
+            cli.bundle_size as usize,
+            cli.load_concurrency as usize,
+            cli.load_mode,
+        )
+        .await?
+    };
     eprintln!("[{title}] load: {}", load.describe());
     let etags = std::mem::take(&mut load.etags);
     let shared = Arc::new(Shared::new(target, corpus.clone(), etags).await?);
