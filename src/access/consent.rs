@@ -136,6 +136,15 @@ pub struct Compiled {
     pub nested: Vec<Provision>,
 }
 
+impl Compiled {
+    /// Some provision limits the data by its clinical date.
+    pub fn names_data_period(&self) -> bool {
+        std::iter::once(&self.root)
+            .chain(&self.nested)
+            .any(|p| p.data_period.is_some())
+    }
+}
+
 /// Compile a Consent. `Ok(None)`: not an enforceable privacy grant (treatment consents such as
 /// JV-220 orders, inactive ones); `Err`: a privacy Consent we could not enforce faithfully.
 pub fn compile(consent: &Value) -> Result<Option<Compiled>, String> {

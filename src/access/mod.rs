@@ -1134,7 +1134,19 @@ impl Access {
             };
             &corrected
         };
-        let clinical_date = clinical_date(ctx, rtype, body);
+        // The clinical date matters only to a provision with a dataPeriod.
+        let dated = patients.iter().any(|p| {
+            loaded
+                .own(p)
+                .iter()
+                .chain(loaded.statewide.iter())
+                .any(consent::Compiled::names_data_period)
+        });
+        let clinical_date = if dated {
+            clinical_date(ctx, rtype, body)
+        } else {
+            None
+        };
         let mut permit = true;
         let mut glass = false;
         for patient in &patients {
