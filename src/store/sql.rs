@@ -60,6 +60,11 @@ pub struct Sql {
     pub args: Vec<Arg>,
     aliases: usize,
     dialect: Dialect,
+    /// Other criteria select few rows: conditions inside an OR check each of those rows
+    /// (`EXISTS` on the row) rather than list every row they match.
+    correlated: bool,
+    /// How deep inside an OR the criterion being written is.
+    in_any: usize,
 }
 
 impl Sql {
@@ -70,6 +75,8 @@ impl Sql {
             args: Vec::new(),
             aliases: 0,
             dialect,
+            correlated: false,
+            in_any: 0,
         }
     }
 
@@ -178,10 +185,20 @@ fn criterion(sql: &mut Sql, c: &Criterion, alias: &str, rtype: &str) {
             } else {
                 ""
             };
-            sql.push(&format!(
-                "{alias}.rid {not}IN (SELECT rid FROM {} WHERE rtype = ",
-                table(param.kind)
-            ));
+            if sql.correlated && sql.in_any > 0 {
+                // Access criteria list thousands of patients: check the few candidate rows
+                // instead of listing every row of every patient.
+                let x = sql.alias("e");
+                sql.push(&format!(
+                    "{not}EXISTS (SELECT 1 FROM {} {x} WHERE {x}.rid = {alias}.rid AND {x}.rtype = ",
+                    table(param.kind)
+                ));
+            } else {
+                sql.push(&format!(
+                    "{alias}.rid {not}IN (SELECT rid FROM {} WHERE rtype = ",
+                    table(param.kind)
+                ));
+            }
             sql.arg(rtype.to_string());
             sql.push(" AND param = ");
             sql.arg(param.code.clone());
@@ -270,11 +287,13 @@ fn criterion(sql: &mut Sql, c: &Criterion, alias: &str, rtype: &str) {
         Criterion::AnyOf(groups) => {
             let (none, all) = (sql.literal(false), sql.literal(true));
             sql.push(&format!("({none}"));
+            sql.in_any += 1;
             for group in groups {
                 sql.push(&format!(" OR ({all}"));
                 criteria(sql, group, alias, rtype);
                 sql.push(")");
             }
+            sql.in_any -= 1;
             sql.push(")");
         }
         Criterion::Has {
@@ -631,6 +650,7 @@ fn many_ids<'a>(modifier: &Modifier, values: &'a [QueryValue]) -> Option<(&'a st
 pub fn page(dialect: Dialect, q: &Query) -> Sql {
     let backwards = q.cursor.as_ref().is_some_and(|c| c.backwards);
     let mut sql = Sql::new(dialect);
+    sql.correlated = narrowed(&q.criteria);
     sql.push("SELECT m.rid, h.version, h.last_updated, h.method, h.body, m.id");
     for i in 0..q.sort.len() {
         sql.push(&format!(", m.k{i}"));
@@ -671,8 +691,18 @@ pub fn page(dialect: Dialect, q: &Query) -> Sql {
 }
 
 /// How many current resources match a search (one `COUNT(*)` column).
+/// Some criterion outside an OR narrows the rows by an index of its own.
+fn narrowed(list: &[Criterion]) -> bool {
+    list.iter().any(|c| match c {
+        Criterion::AnyOf(_) | Criterion::Missing { .. } => false,
+        Criterion::Match { modifier, .. } => *modifier != Modifier::Not,
+        _ => true,
+    })
+}
+
 pub fn count(dialect: Dialect, q: &Query) -> Sql {
     let mut sql = Sql::new(dialect);
+    sql.correlated = narrowed(&q.criteria);
     sql.push(&format!(
         "SELECT COUNT(*) FROM resources r WHERE {}r.rtype = ",
         type_term(dialect, &q.criteria)
