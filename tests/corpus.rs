@@ -76,10 +76,11 @@ const INVALID_BEYOND_SCHEMA: &[(&str, &str)] = &[
     ("Questionnaire-qs1.json", "Questionnaire.item.linkId"),
 ];
 
-/// Valid privacy Consents the consent engine cannot enforce faithfully: the server refuses
-/// them with 422 rather than store a rule it would then ignore (issue 5). Each with the part of
-/// the reason the OperationOutcome must give.
-const UNENFORCEABLE_CONSENTS: &[(&str, &str)] = &[
+/// Valid examples the server refuses with 422 by design, each with the part of the reason the
+/// OperationOutcome must give (lowercase, as `outcome_text` is): privacy Consents the consent engine cannot enforce faithfully
+/// (stored, they would be rules it ignores; issue 5), and Subscriptions on types it does not
+/// watch (stored, they would never notify; issue 6).
+const REFUSED_BY_DESIGN: &[(&str, &str)] = &[
     (
         "Consent-consent-example-notThis.json",
         "data.meaning `related`",
@@ -87,6 +88,14 @@ const UNENFORCEABLE_CONSENTS: &[(&str, &str)] = &[
     (
         "Consent-consent-example-pkb.json",
         "provision.provision[0].type is required",
+    ),
+    (
+        "Subscription-example.json",
+        "`observation` is not one of patient, careteam, servicerequest",
+    ),
+    (
+        "Subscription-example-error.json",
+        "`observation` is not one of patient, careteam, servicerequest",
     ),
 ];
 
@@ -185,13 +194,10 @@ async fn round_trip(client: &Client, example: &Example) -> Result<bool, String> 
         }
         return Ok(false);
     }
-    if let Some((_, reason)) = UNENFORCEABLE_CONSENTS
-        .iter()
-        .find(|(f, _)| *f == example.file)
-    {
+    if let Some((_, reason)) = REFUSED_BY_DESIGN.iter().find(|(f, _)| *f == example.file) {
         if resp.status != 422 || !resp.outcome_text().contains(reason) {
             return Err(format!(
-                "an unenforceable Consent answered {} instead of 422 naming `{reason}`: {}",
+                "an example refused by design answered {} instead of 422 naming `{reason}`: {}",
                 resp.status, resp.text
             ));
         }

@@ -95,11 +95,7 @@ async fn each_demo_role_gets_its_passport() {
     ] {
         let doc = passport(&client).await;
         let s = sections(&doc);
-        assert_eq!(
-            section(&s, "mental-health").1,
-            [counselling],
-            "{who}"
-        );
+        assert_eq!(section(&s, "mental-health").1, [counselling], "{who}");
         let marks = security(&doc);
         assert!(
             marks.contains(&"R".to_string()) && marks.contains(&"PSY".to_string()),

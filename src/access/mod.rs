@@ -1015,10 +1015,7 @@ impl Access {
                     Some(a) => a,
                     None => {
                         let built = Arc::new(self.type_access(ctx, &loaded, rtype));
-                        loaded
-                            .types
-                            .lock()
-                            .insert(rtype.to_string(), built.clone());
+                        loaded.types.lock().insert(rtype.to_string(), built.clone());
                         built
                     }
                 };
