@@ -122,6 +122,17 @@ async fn a_change_notifies_the_consented_subscriber_once_signed() {
         )
         .await
         .expect_status(201);
+    // Subscriptions are found by their criteria and status.
+    let found = admin
+        .get("Subscription?criteria=CareTeam&status=active")
+        .await
+        .expect_status(200);
+    assert_eq!(found.body["total"], 2, "{}", found.text);
+    let none = admin
+        .get("Subscription?criteria=Patient")
+        .await
+        .expect_status(200);
+    assert_eq!(none.body["total"], 0);
     // What cannot be watched is refused.
     for (criteria, endpoint) in [
         ("Observation?subject=Patient/youth-n", format!("{hooks}/ok")),
