@@ -163,7 +163,7 @@ fn run(cli: &Cli, dir: &std::path::Path) -> Result<()> {
     let mut reader = store.reader()?;
     let mut rng = data::Rng::new(0xDEC1_DE50);
     let labelled: Vec<usize> = (0..cli.patients)
-        .filter(|i| i % data::SENSITIVE_EVERY == 0)
+        .filter(|i| i.is_multiple_of(data::SENSITIVE_EVERY))
         .collect();
     let mut pages: Vec<Vec<(String, String)>> = Vec::new();
     for _ in 0..64 {

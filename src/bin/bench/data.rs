@@ -436,7 +436,7 @@ pub fn record(i: usize, groups: usize) -> Vec<Value> {
         }],
     }));
 
-    if i % SENSITIVE_EVERY == 0 {
+    if i.is_multiple_of(SENSITIVE_EVERY) {
         let mut hidden = out[1].clone();
         hidden["id"] = json!(format!("{pid}-c2"));
         hidden["meta"] = json!({ "security": [{ "system": ACT_CODE, "code": "MH" }] });
