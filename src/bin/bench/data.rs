@@ -561,11 +561,17 @@ mod tests {
         let b = record(42, 1000);
         assert_eq!(a, b);
         assert!((7..=MAX_RESOURCES_PER_PATIENT).contains(&a.len()));
+        let labelled = |r: &[Value]| {
+            r.iter()
+                .filter(|x| x["meta"]["security"][0]["code"] == "MH")
+                .count()
+        };
         assert_eq!(
-            record(40, 1000).len(),
-            a.len() + 1,
+            labelled(&record(40, 1000)),
+            1,
             "patient 40 has an MH Condition"
         );
+        assert_eq!(labelled(&a), 0);
         let p = &a[0];
         assert_eq!(p["id"], "fpb-000042");
         assert_eq!(p["identifier"][0]["system"], CIN_SYSTEM);
