@@ -4,7 +4,7 @@
 //! cargo run --release --bin foster-passport-bench -- [--patients 10000] [--clients 16] \
 //!     [--duration 10s] [--warmup 2s] [--workloads read,create,update,history] \
 //!     [--server-bin PATH] [--database URL] [--target URL] [--compare URL] \
-//!     [--no-write-results] [--label TEXT]
+//!     [--as custodian,provider] [--no-write-results] [--label TEXT]
 //! ```
 //!
 //! By default it builds (under `cargo run`) and starts `foster-passport serve` from the same
@@ -19,6 +19,14 @@
 //! The default workloads are read, create, update and history. The search workloads run only
 //! when named: `--workloads search-family,search-identifier,search-careteam,\
 //! search-servicerequest,search-birthdate-paging` (see `bench::workload::Workload`).
+//!
+//! Every patient's record carries an active privacy Consent that permits the Organization
+//! `fpb-clinic` access for treatment (no sensitive labels), and every tenth patient has a second
+//! Condition labelled `MH`, which that Consent does not release. `--as custodian,provider` runs
+//! each read and search workload twice: as the custodian backend client (consent exempt) and as
+//! a backend client with role `provider` for `fpb-clinic`, purpose TREAT, whose every resource
+//! the consent engine decides; the provider's rows are named `{workload}@provider`. Write
+//! workloads run as the custodian only.
 //!
 //! `--target URL` benchmarks a server that is already running (its FHIR base, e.g. the HFS
 //! peer at `http://127.0.0.1:8101`) instead of starting ours; `--compare URL` benchmarks ours
@@ -35,12 +43,13 @@ use std::time::Duration;
 use clap::Parser;
 
 use bench::Result;
+use bench::data;
 use bench::http::Target;
 use bench::load::{self, LoadMode};
 use bench::report::{self, Context, Run};
-use bench::server::{BenchClient, ServerProcess, WorkDir};
+use bench::server::{BenchClient, Registration, ServerProcess, WorkDir};
 use bench::sys;
-use bench::workload::{self, Corpus, Settings, Shared, Workload};
+use bench::workload::{self, Corpus, Requester, Settings, Shared, Workload};
 
 /// Benchmark a FHIR server: load synthetic patients, then measure read, create, update, history
 /// and searches under concurrent keep-alive clients.
@@ -63,6 +72,11 @@ struct Cli {
     /// only when named].
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Workload::ALL)]
     workloads: Vec<Workload>,
+    /// Who sends the read and search workloads, in order: `custodian` (consent exempt),
+    /// `provider` (a consent-governed backend client; our server only). Write workloads run
+    /// as the custodian only.
+    #[arg(long = "as", value_enum, value_delimiter = ',', default_values_t = [Requester::Custodian])]
+    requesters: Vec<Requester>,
     /// Server binary to start [default: foster-passport next to this executable].
     #[arg(long, conflicts_with = "target")]
     server_bin: Option<PathBuf>,
@@ -155,6 +169,11 @@ fn main() -> ExitCode {
 async fn run(cli: &Cli) -> Result<()> {
     let mut workloads = cli.workloads.clone();
     workloads.dedup();
+    let mut requesters = cli.requesters.clone();
+    requesters.dedup();
+    if cli.target.is_some() && requesters.contains(&Requester::Provider) {
+        return Err("--as provider needs our own server (it registers the provider client)".into());
+    }
     let patients = cli.patients as usize;
     let corpus = Arc::new(Corpus::build(patients, &workloads)?);
     let token = cli.bearer_token.as_deref();
@@ -162,7 +181,7 @@ async fn run(cli: &Cli) -> Result<()> {
     let mut runs = Vec::new();
     if let Some(url) = &cli.target {
         let target = Arc::new(Target::new(url, token)?);
-        runs.push(bench_server(cli, &workloads, &corpus, target, url.clone(), None).await?);
+        runs.push(bench_server(cli, &workloads, &corpus, target, url.clone(), None, None).await?);
     } else {
         let workdir = WorkDir::create()?;
         let bin = server_bin(cli)?;
@@ -173,7 +192,18 @@ async fn run(cli: &Cli) -> Result<()> {
         let backend = database.split(':').next().unwrap_or("?").to_owned();
         eprintln!("starting {} on {database}", bin.display());
         let log = workdir.path().join("server.log");
-        let client = BenchClient::register(&bin, &database, workdir.path())?;
+        let client =
+            BenchClient::register(&bin, &database, workdir.path(), Registration::custodian())?;
+        let provider = if requesters.contains(&Requester::Provider) {
+            Some(BenchClient::register(
+                &bin,
+                &database,
+                workdir.path(),
+                Registration::provider(data::PROVIDER_ORG),
+            )?)
+        } else {
+            None
+        };
         let server = ServerProcess::start(&bin, &database, &log, Duration::from_secs(60))?;
         eprintln!("server listening at {}", server.base);
         let client = Arc::new(client.for_server(&server.base));
@@ -181,32 +211,25 @@ async fn run(cli: &Cli) -> Result<()> {
         let title = format!("foster-passport ({backend})");
         let target = Arc::new(target);
         // Backend tokens live 300 s; a run takes longer. Renew every 200 s.
-        let renewer = {
-            let (client, target) = (client.clone(), target.clone());
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(Duration::from_secs(200)).await;
-                    let client = client.clone();
-                    match tokio::task::spawn_blocking(move || client.token()).await {
-                        Ok(Ok(token)) => {
-                            if let Err(e) = target.set_token(&token) {
-                                eprintln!("cannot use the renewed token: {e}");
-                            }
-                        }
-                        Ok(Err(e)) => eprintln!("token renewal failed: {e}"),
-                        Err(e) => eprintln!("token renewal failed: {e}"),
-                    }
-                }
-            })
-        };
-        let run = bench_server(cli, &workloads, &corpus, target, title, Some(server.pid())).await;
+        let renewer = renew_tokens(client.clone(), target.clone());
+        let provider = provider.map(|p| Arc::new(p.for_server(&server.base)));
+        let run = bench_server(
+            cli,
+            &workloads,
+            &corpus,
+            target,
+            title,
+            Some(server.pid()),
+            provider,
+        )
+        .await;
         renewer.abort();
         server.stop(Duration::from_secs(10));
         runs.push(run?);
     }
     if let Some(url) = &cli.compare {
         let target = Arc::new(Target::new(url, token)?);
-        runs.push(bench_server(cli, &workloads, &corpus, target, url.clone(), None).await?);
+        runs.push(bench_server(cli, &workloads, &corpus, target, url.clone(), None, None).await?);
     }
 
     for run in &runs {
@@ -266,7 +289,8 @@ fn server_bin(cli: &Cli) -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// Load the patients into `target`, then run every workload against it.
+/// Load the patients into `target`, then run every workload against it, as each requester of
+/// `--as` (the provider only when `provider` is given).
 async fn bench_server(
     cli: &Cli,
     workloads: &[Workload],
@@ -274,6 +298,7 @@ async fn bench_server(
     target: Arc<Target>,
     title: String,
     server_pid: Option<u32>,
+    provider: Option<Arc<BenchClient>>,
 ) -> Result<Run> {
     eprintln!(
         "[{title}] loading {} patients into {}",
@@ -299,7 +324,44 @@ async fn bench_server(
     };
     eprintln!("[{title}] load: {}", load.describe());
     let etags = std::mem::take(&mut load.etags);
-    let shared = Arc::new(Shared::new(target, corpus.clone(), etags).await?);
+    let patients = etags.len();
+    let base = target.base.clone();
+    let mut senders = vec![(
+        Requester::Custodian,
+        Arc::new(Shared::new(target, corpus.clone(), etags).await?),
+    )];
+    let mut renewer = None;
+    if let Some(client) = provider {
+        let token = {
+            let client = client.clone();
+            tokio::task::spawn_blocking(move || client.token()).await??
+        };
+        let target = Arc::new(Target::new(&base, Some(&token))?);
+        renewer = Some(renew_tokens(client, target.clone()));
+        senders.push((
+            Requester::Provider,
+            Arc::new(Shared::new(target, corpus.clone(), vec![None; patients]).await?),
+        ));
+    }
+    let result = run_workloads(cli, workloads, &title, &senders, server_pid).await;
+    if let Some(r) = renewer {
+        r.abort();
+    }
+    Ok(Run {
+        title,
+        load,
+        results: result?,
+    })
+}
+
+/// Every workload, as each requester of `--as` that has a sender (writes as the custodian only).
+async fn run_workloads(
+    cli: &Cli,
+    workloads: &[Workload],
+    title: &str,
+    senders: &[(Requester, Arc<Shared>)],
+    server_pid: Option<u32>,
+) -> Result<Vec<workload::WorkloadResult>> {
     let settings = Settings {
         clients: cli.clients as usize,
         warmup: cli.warmup,
@@ -309,32 +371,74 @@ async fn bench_server(
     };
     let mut results = Vec::new();
     for &w in workloads {
-        eprintln!(
-            "[{title}] {}: {} with {} clients, {:?} warm-up + {:?}",
-            w.name(),
-            w.request_line(),
-            settings.clients,
-            settings.warmup,
-            settings.duration
-        );
-        for r in workload::run(w, shared.clone(), &settings).await? {
-            eprintln!(
-                "[{title}] {}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
-                r.name,
-                r.per_sec(),
-                r.ms(0.5),
-                r.ms(0.99),
-                r.errors
-            );
-            if let Some(e) = r.first_error.as_deref().filter(|_| r.errors > 0) {
-                eprintln!("[{title}] {}: first error: {e}", r.name);
+        for &requester in &cli.requesters {
+            if w.writes() && requester != Requester::Custodian {
+                eprintln!(
+                    "[{title}] {}: skipped as {} (writes run as the custodian only)",
+                    w.name(),
+                    requester.name()
+                );
+                continue;
             }
-            results.push(r);
+            let Some((_, shared)) = senders.iter().find(|(r, _)| *r == requester) else {
+                continue;
+            };
+            run_one(title, w, requester, shared, &settings, &mut results).await?;
         }
     }
-    Ok(Run {
-        title,
-        load,
-        results,
+    Ok(results)
+}
+
+/// One workload as one requester; its rows are added to `results`.
+async fn run_one(
+    title: &str,
+    w: Workload,
+    requester: Requester,
+    shared: &Arc<Shared>,
+    settings: &Settings,
+    results: &mut Vec<workload::WorkloadResult>,
+) -> Result<()> {
+    eprintln!(
+        "[{title}] {} as {}: {} with {} clients, {:?} warm-up + {:?}",
+        w.name(),
+        requester.name(),
+        w.request_line(),
+        settings.clients,
+        settings.warmup,
+        settings.duration
+    );
+    for r in workload::run(w, requester, shared.clone(), settings).await? {
+        eprintln!(
+            "[{title}] {}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+            r.name,
+            r.per_sec(),
+            r.ms(0.5),
+            r.ms(0.99),
+            r.errors
+        );
+        if let Some(e) = r.first_error.as_deref().filter(|_| r.errors > 0) {
+            eprintln!("[{title}] {}: first error: {e}", r.name);
+        }
+        results.push(r);
+    }
+    Ok(())
+}
+
+/// Renew `client`'s token for `target` every 200 s (backend tokens live 300 s).
+fn renew_tokens(client: Arc<BenchClient>, target: Arc<Target>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(200)).await;
+            let client = client.clone();
+            match tokio::task::spawn_blocking(move || client.token()).await {
+                Ok(Ok(token)) => {
+                    if let Err(e) = target.set_token(&token) {
+                        eprintln!("cannot use the renewed token: {e}");
+                    }
+                }
+                Ok(Err(e)) => eprintln!("token renewal failed: {e}"),
+                Err(e) => eprintln!("token renewal failed: {e}"),
+            }
+        }
     })
 }

@@ -1,6 +1,9 @@
 //! Deterministic synthetic pediatric records: a Patient with one Condition, one
-//! AllergyIntolerance, one Immunization, one CareTeam and one or two ServiceRequests each, plus
-//! [`PRACTITIONERS`] shared Practitioners that the care teams and requests refer to. Record `i`
+//! AllergyIntolerance, one Immunization, one CareTeam, one or two ServiceRequests and an active
+//! privacy Consent each (permitting the provider Organization [`PROVIDER_ORG`] access for
+//! treatment, no sensitive labels), every [`SENSITIVE_EVERY`]th patient also a second Condition
+//! labelled `MH` that the Consent does not release; plus [`PRACTITIONERS`] shared Practitioners
+//! that the care teams and requests refer to, and the Organization. Record `i`
 //! of a population of N patients is always the same, so runs against different servers load
 //! identical data and updates can be rebuilt from the index alone.
 //!
@@ -17,8 +20,17 @@ use serde_json::{Value, json};
 /// Identifier system of the Medi-Cal Client Index Number.
 pub const CIN_SYSTEM: &str = "http://foster-passport.example/fhir/sid/medi-cal-cin";
 /// Most resources written per synthetic patient (Patient, Condition, AllergyIntolerance,
-/// Immunization, CareTeam and one or two ServiceRequests).
-pub const MAX_RESOURCES_PER_PATIENT: usize = 7;
+/// Immunization, CareTeam, one or two ServiceRequests, a privacy Consent, and for one patient
+/// in [`SENSITIVE_EVERY`] a second, mental-health-labelled Condition).
+pub const MAX_RESOURCES_PER_PATIENT: usize = 9;
+/// The provider Organization every patient's privacy Consent permits (purpose TREAT, no
+/// sensitive labels): the consent-governed requester of the `@provider` workloads acts for it.
+pub const PROVIDER_ORG: &str = "fpb-clinic";
+/// One patient in this many also has a Condition labelled `MH` (v3 ActCode), which the
+/// Consent does not release.
+pub const SENSITIVE_EVERY: usize = 10;
+/// HL7 v3 ActCode (purposes of use and sensitivity labels).
+const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
 /// Shared Practitioners, written before the patients.
 pub const PRACTITIONERS: usize = 100;
 /// Patients per family name, on average.
@@ -102,6 +114,11 @@ const CONDITIONS: &[(&str, &str)] = &[
     ("414916001", "Obesity"),
     ("35489007", "Depressive disorder"),
 ];
+/// The SNOMED CT codes of the synthetic Conditions.
+pub fn condition_codes() -> impl Iterator<Item = &'static str> {
+    CONDITIONS.iter().map(|(code, _)| *code)
+}
+
 /// SNOMED CT allergies: (code, display, category, criticality).
 const ALLERGIES: &[(&str, &str, &str, &str)] = &[
     ("91935009", "Allergy to peanut", "food", "high"),
@@ -419,6 +436,18 @@ pub fn record(i: usize, groups: usize) -> Vec<Value> {
         }],
     }));
 
+    if i.is_multiple_of(SENSITIVE_EVERY) {
+        let mut hidden = out[1].clone();
+        hidden["id"] = json!(format!("{pid}-c2"));
+        hidden["meta"] = json!({ "security": [{ "system": ACT_CODE, "code": "MH" }] });
+        hidden["code"] = json!({
+            "coding": [{ "system": "http://snomed.info/sct", "code": "35489007", "display": "Depressive disorder" }],
+            "text": "Depressive disorder",
+        });
+        out.push(hidden);
+    }
+    out.push(privacy_consent(&pid, since));
+
     for k in 0..service_requests(i) {
         let (code, text) = *rng.pick(REFERRALS);
         out.push(json!({
@@ -436,6 +465,46 @@ pub fn record(i: usize, groups: usize) -> Vec<Value> {
         }));
     }
     out
+}
+
+/// Patient `pid`'s active privacy Consent: [`PROVIDER_ORG`] may access the record for
+/// treatment, sensitive (labelled) data excepted.
+fn privacy_consent(pid: &str, since: NaiveDate) -> Value {
+    json!({
+        "resourceType": "Consent",
+        "id": format!("{pid}-consent"),
+        "status": "active",
+        "scope": { "coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy",
+        }]},
+        "category": [{ "coding": [{ "system": "http://loinc.org", "code": "59284-0" }] }],
+        "patient": { "reference": format!("Patient/{pid}") },
+        "dateTime": format!("{since}T09:00:00Z"),
+        "policyRule": { "coding": [{ "system": ACT_CODE, "code": "OPTIN" }] },
+        "provision": {
+            "type": "permit",
+            "actor": [{
+                "role": { "coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP",
+                }]},
+                "reference": { "reference": format!("Organization/{PROVIDER_ORG}") },
+            }],
+            "action": [{ "coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "access",
+            }]}],
+            "purpose": [{ "system": ACT_CODE, "code": "TREAT" }],
+        },
+    })
+}
+
+/// The provider Organization the Consents name.
+pub fn provider_organization() -> Value {
+    json!({
+        "resourceType": "Organization",
+        "id": PROVIDER_ORG,
+        "active": true,
+        "name": "Foster Passport Bench Pediatrics",
+    })
 }
 
 fn practitioner_ref(k: usize) -> Value {
@@ -477,6 +546,7 @@ pub fn transaction_bundle(
 pub fn practitioners_bundle(base: &str) -> Value {
     let entries: Vec<Value> = (0..PRACTITIONERS)
         .map(|k| put_entry(base, practitioner(k)))
+        .chain([put_entry(base, provider_organization())])
         .collect();
     json!({ "resourceType": "Bundle", "type": "transaction", "entry": entries })
 }
@@ -490,7 +560,18 @@ mod tests {
         let a = record(42, 1000);
         let b = record(42, 1000);
         assert_eq!(a, b);
-        assert!((6..=MAX_RESOURCES_PER_PATIENT).contains(&a.len()));
+        assert!((7..=MAX_RESOURCES_PER_PATIENT).contains(&a.len()));
+        let labelled = |r: &[Value]| {
+            r.iter()
+                .filter(|x| x["meta"]["security"][0]["code"] == "MH")
+                .count()
+        };
+        assert_eq!(
+            labelled(&record(40, 1000)),
+            1,
+            "patient 40 has an MH Condition"
+        );
+        assert_eq!(labelled(&a), 0);
         let p = &a[0];
         assert_eq!(p["id"], "fpb-000042");
         assert_eq!(p["identifier"][0]["system"], CIN_SYSTEM);
@@ -499,7 +580,8 @@ mod tests {
         assert_eq!(a[1]["subject"]["reference"], "Patient/fpb-000042");
         assert_ne!(patient(42, 1000, None, 0), patient(42, 1000, None, 1));
         assert_eq!(a[4]["resourceType"], "CareTeam");
-        assert_eq!(a[5]["status"], "active");
+        assert_eq!(a[5]["resourceType"], "Consent");
+        assert_eq!(a[6]["status"], "active");
     }
 
     #[test]

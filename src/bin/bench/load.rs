@@ -133,14 +133,14 @@ pub async fn load(
     }
     Ok(LoadResult {
         mode,
-        resources: data::PRACTITIONERS + written.load(Ordering::Relaxed),
+        resources: data::PRACTITIONERS + 1 + written.load(Ordering::Relaxed),
         requests,
         elapsed: started.elapsed(),
         etags,
     })
 }
 
-/// The shared Practitioners, before any patient refers to them; returns the requests made.
+/// The shared Practitioners and the provider Organization, before any patient refers to them; returns the requests made.
 async fn load_practitioners(
     target: &Target,
     client: &reqwest::Client,
@@ -165,7 +165,8 @@ async fn load_practitioners(
             for k in 0..data::PRACTITIONERS {
                 put(target, client, &data::practitioner(k)).await?;
             }
-            Ok(data::PRACTITIONERS)
+            put(target, client, &data::provider_organization()).await?;
+            Ok(data::PRACTITIONERS + 1)
         }
     }
 }

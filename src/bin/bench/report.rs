@@ -60,6 +60,19 @@ sum). Errors are non-2xx responses and transport failures (412s also
 shown apart). CPU is the share of one core used by the server and by the bench over the
 measured window: client and server share the machine, so read the figures together. Absolute
 figures on shared machines vary; compare runs made side by side (`--compare URL`).
+
+Consent (from the section of 2026-12-05 on): every loaded patient also has an active privacy
+Consent (`patient-privacy`) permitting `Organization/fpb-clinic` access for purpose TREAT with no
+sensitivity labels, and every tenth patient a second Condition labelled `MH` (v3 ActCode) that the
+Consent does not release. `--as custodian,provider` runs each read and search workload twice: as
+the custodian backend client (consent exempt) and as a backend client registered with role
+`provider`, organization `Organization/fpb-clinic`, purpose TREAT, scope `system/*.rs`, for which
+the consent engine decides every resource; its rows are named `{workload}@provider` and a table
+gives provider ÷ custodian. Two more search workloads: **search-condition**
+`Condition?patient=Patient/{id}` (1 match, 2 for every tenth patient as the custodian) and
+**search-condition-code** `Condition?code=http://snomed.info/sct|{code}&_count=50` (a full page of
+50 out of ~1/9 of the Conditions). `foster-passport-decide-bench` measures the consent work of one
+search page in-process (see its doc comment).
 ";
 
 fn fmt_int(n: f64) -> String {
@@ -176,6 +189,12 @@ pub fn print_run(run: &Run) {
 }
 
 pub fn print_ratios(runs: &[Run]) {
+    for run in runs {
+        if let Some(t) = consent_table(run) {
+            println!("\n== with and without consent ({}) ==", run.title);
+            print!("{t}");
+        }
+    }
     if let [ours, peer, ..] = runs {
         println!("\n== ratio ==");
         print!("{}", ratio_table(ours, peer));
@@ -190,8 +209,9 @@ pub fn section(ctx: &Context, runs: &[Run]) -> String {
     }
     let _ = write!(
         s,
-        "\n\n- Machine: {}\n- Commit: {}\n- Command: `{}`\n- Setup: {} patients with 6–7 \
-         resources each plus 100 Practitioners; {} \
+        "\n\n- Machine: {}\n- Commit: {}\n- Command: `{}`\n- Setup: {} patients with 7–9 \
+         resources each (a privacy Consent for Organization/fpb-clinic among them) plus 100 \
+         Practitioners and that Organization; {} \
          clients (HTTP/1.1 keep-alive); {} s warm-up + {} s measured per workload; bench on {} \
          runtime threads\n",
         ctx.machine,
@@ -213,10 +233,46 @@ pub fn section(ctx: &Context, runs: &[Run]) -> String {
             errors_note(run)
         );
     }
+    for run in runs {
+        if let Some(t) = consent_table(run) {
+            let _ = write!(s, "\n### With and without consent ({})\n\n{t}", run.title);
+        }
+    }
     if let [ours, peer, ..] = runs {
         let _ = write!(s, "\n### Ratio\n\n{}", ratio_table(ours, peer));
     }
     s
+}
+
+/// Each `{workload}@provider` row against the custodian's `{workload}` row of the same run.
+fn consent_table(run: &Run) -> Option<String> {
+    let mut t = String::from(
+        "Provider (consent decided) ÷ custodian (consent exempt). Target (issue 5): req/s ratio \
+         at least 0.85.\n\n\
+         | Workload | Custodian req/s | Provider req/s | Req/s ratio | Custodian p50 ms | Provider p50 ms | p99 ratio |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut any = false;
+    for p in &run.results {
+        let Some(base) = p.name.strip_suffix("@provider") else {
+            continue;
+        };
+        let Some(c) = run.results.iter().find(|c| c.name == base) else {
+            continue;
+        };
+        any = true;
+        let _ = writeln!(
+            t,
+            "| {base} | {} | {} | {:.2}× | {} | {} | {:.2}× |",
+            fmt_int(c.per_sec()),
+            fmt_int(p.per_sec()),
+            p.per_sec() / c.per_sec().max(1e-9),
+            fmt_ms(c.ms(0.5)),
+            fmt_ms(p.ms(0.5)),
+            p.ms(0.99) / c.ms(0.99).max(1e-9),
+        );
+    }
+    any.then_some(t)
 }
 
 /// Append `section` to `path`, writing the introduction first if the file is new.

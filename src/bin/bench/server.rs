@@ -126,21 +126,57 @@ impl Drop for ServerProcess {
     }
 }
 
-/// A custodian backend client registered on the benchmark's own server, whose short-lived
-/// tokens (300 s) are fetched with `foster-passport token` and renewed while the run lasts.
+/// A backend client registered on the benchmark's own server, whose short-lived tokens (300 s)
+/// are fetched with `foster-passport token` and renewed while the run lasts.
 pub struct BenchClient {
     bin: std::path::PathBuf,
+    id: &'static str,
+    scope: &'static str,
     key: std::path::PathBuf,
     token_url: String,
 }
 
-const BENCH_CLIENT: &str = "bench";
+/// How a bench client is registered.
+pub struct Registration {
+    pub id: &'static str,
+    pub scope: &'static str,
+    pub role: &'static str,
+    /// `Organization/ID` the client acts for.
+    pub organization: Option<String>,
+    /// Default purpose of use.
+    pub purpose: Option<&'static str>,
+}
+
+impl Registration {
+    /// The custodian: every permission, consent does not restrict it.
+    pub fn custodian() -> Self {
+        Self {
+            id: "bench",
+            scope: "system/*.cruds",
+            role: "custodian",
+            organization: None,
+            purpose: None,
+        }
+    }
+
+    /// A provider acting for `Organization/{org}` for treatment: reads and searches only, and
+    /// the youth's privacy Consents decide what it sees.
+    pub fn provider(org: &str) -> Self {
+        Self {
+            id: "bench-provider",
+            scope: "system/*.rs",
+            role: "provider",
+            organization: Some(format!("Organization/{org}")),
+            purpose: Some("TREAT"),
+        }
+    }
+}
 
 impl BenchClient {
     /// Make a key pair in `dir` and register the client in `database` (works before or while
     /// the server runs).
-    pub fn register(bin: &Path, database: &str, dir: &Path) -> Result<Self> {
-        let key = dir.join("bench-key");
+    pub fn register(bin: &Path, database: &str, dir: &Path, reg: Registration) -> Result<Self> {
+        let key = dir.join(format!("{}-key", reg.id));
         run(
             bin,
             &[
@@ -152,25 +188,31 @@ impl BenchClient {
             ],
         )?;
         let jwks = format!("{}.jwks.json", key.display());
-        run(
-            bin,
-            &[
-                "client",
-                "add",
-                "--id",
-                BENCH_CLIENT,
-                "--scope",
-                "system/*.cruds",
-                "--role",
-                "custodian",
-                "--jwks",
-                &jwks,
-                "--database",
-                database,
-            ],
-        )?;
+        let mut args: Vec<&str> = vec![
+            "client",
+            "add",
+            "--id",
+            reg.id,
+            "--scope",
+            reg.scope,
+            "--role",
+            reg.role,
+            "--jwks",
+            &jwks,
+            "--database",
+            database,
+        ];
+        if let Some(org) = &reg.organization {
+            args.extend(["--organization", org.as_str()]);
+        }
+        if let Some(purpose) = reg.purpose {
+            args.extend(["--purpose", purpose]);
+        }
+        run(bin, &args)?;
         Ok(Self {
             bin: bin.to_path_buf(),
+            id: reg.id,
+            scope: reg.scope,
             key,
             token_url: String::new(),
         })
@@ -192,11 +234,11 @@ impl BenchClient {
                 "--token-url",
                 &self.token_url,
                 "--client-id",
-                BENCH_CLIENT,
+                self.id,
                 "--key",
                 &self.key.display().to_string(),
                 "--scope",
-                "system/*.cruds",
+                self.scope,
             ],
         )?;
         Ok(out.trim().to_string())

@@ -22,8 +22,8 @@ pub struct Endpoint {
     host: String,
     /// Path of the FHIR base, e.g. `/fhir` (empty when the base is the root).
     base_path: String,
-    /// `Authorization` header value, if any.
-    authorization: Option<Vec<u8>>,
+    /// `Authorization` header value, if any; replaced when the token is renewed.
+    authorization: std::sync::RwLock<Option<Vec<u8>>>,
 }
 
 impl Endpoint {
@@ -45,8 +45,16 @@ impl Endpoint {
                 None => host.to_owned(),
             },
             base_path: url.path().trim_end_matches('/').to_owned(),
-            authorization: target.authorization().map(|v| v.as_bytes().to_vec()),
+            authorization: std::sync::RwLock::new(
+                target.authorization().map(|v| v.as_bytes().to_vec()),
+            ),
         })
+    }
+
+    /// Send the `Authorization` that `target` carries now (after a token renewal).
+    pub fn refresh_authorization(&self, target: &Target) {
+        *self.authorization.write().expect("lock") =
+            target.authorization().map(|v| v.as_bytes().to_vec());
     }
 
     /// Write a complete request for `{base}/{path}` into `out` (cleared first).
@@ -69,7 +77,7 @@ impl Endpoint {
         out.extend_from_slice(b"\r\nAccept: ");
         out.extend_from_slice(FHIR_JSON.as_bytes());
         out.extend_from_slice(b"\r\n");
-        if let Some(auth) = &self.authorization {
+        if let Some(auth) = &*self.authorization.read().expect("lock") {
             out.extend_from_slice(b"Authorization: ");
             out.extend_from_slice(auth);
             out.extend_from_slice(b"\r\n");

@@ -47,6 +47,31 @@ pub enum Workload {
     /// GET Patient?birthdate=ge2010-01-01&_count=50, then the `next` link of that page;
     /// reported as two rows.
     SearchBirthdatePaging,
+    /// GET Condition?patient=Patient/{id}: one match, two for every tenth patient (whose
+    /// second, `MH`-labelled Condition the provider's consent does not release).
+    SearchCondition,
+    /// GET Condition?code={SNOMED code}&_count=50: a full page of 50 out of ~1/9 of all
+    /// Conditions (the consent-governed requester decides each one).
+    SearchConditionCode,
+}
+
+/// Who sends a workload's requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Requester {
+    /// The custodian backend client: consent does not restrict it.
+    Custodian,
+    /// A backend client with role `provider` for the Organization every patient's privacy
+    /// Consent permits (purpose TREAT): every resource is decided by the consent engine.
+    Provider,
+}
+
+impl Requester {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Custodian => "custodian",
+            Self::Provider => "provider",
+        }
+    }
 }
 
 impl Workload {
@@ -64,7 +89,14 @@ impl Workload {
             Self::SearchCareteam => "search-careteam",
             Self::SearchServicerequest => "search-servicerequest",
             Self::SearchBirthdatePaging => "search-birthdate-paging",
+            Self::SearchCondition => "search-condition",
+            Self::SearchConditionCode => "search-condition-code",
         }
+    }
+
+    /// Whether the workload writes (run only as the custodian: the provider may only read).
+    pub fn writes(self) -> bool {
+        matches!(self, Self::Create | Self::Update)
     }
 
     /// Names of the result rows: one, or one per page for paging.
@@ -82,6 +114,8 @@ impl Workload {
                 "search-birthdate-paging (first page)",
                 "search-birthdate-paging (next page)",
             ],
+            Self::SearchCondition => &["search-condition"],
+            Self::SearchConditionCode => &["search-condition-code"],
         }
     }
 
@@ -99,6 +133,10 @@ impl Workload {
             }
             Self::SearchBirthdatePaging => {
                 "GET Patient?birthdate=ge2010-01-01&_count=50, then its next link"
+            }
+            Self::SearchCondition => "GET Condition?patient=Patient/{random id}",
+            Self::SearchConditionCode => {
+                "GET Condition?code=http://snomed.info/sct|{random code}&_count=50"
             }
         }
     }
@@ -162,6 +200,12 @@ impl Corpus {
                     .collect(),
                 Workload::SearchCareteam => (0..patients)
                     .map(|i| format!("CareTeam?patient=Patient/{}", data::patient_id(i)))
+                    .collect(),
+                Workload::SearchCondition => (0..patients)
+                    .map(|i| format!("Condition?patient=Patient/{}", data::patient_id(i)))
+                    .collect(),
+                Workload::SearchConditionCode => data::condition_codes()
+                    .map(|code| format!("Condition?code=http://snomed.info/sct%7C{code}&_count=50"))
                     .collect(),
                 Workload::SearchServicerequest => (0..patients)
                     .map(|i| {
@@ -232,8 +276,9 @@ pub struct Settings {
 }
 
 pub struct WorkloadResult {
-    /// Row name: the workload's, or one of its pages.
-    pub name: &'static str,
+    /// Row name: the workload's, or one of its pages, and `@provider` when the
+    /// consent-governed requester sent it.
+    pub name: String,
     /// Responses received in the measured window, errors included.
     pub requests: u64,
     /// Non-2xx responses and transport failures.
@@ -276,9 +321,12 @@ struct Phases {
 /// per row of the workload (two for paging).
 pub async fn run(
     workload: Workload,
+    requester: Requester,
     shared: Arc<Shared>,
     settings: &Settings,
 ) -> Result<Vec<WorkloadResult>> {
+    // The renewer may have replaced the token since the last workload.
+    shared.endpoint.refresh_authorization(&shared.target);
     let clients = settings.clients;
     let barrier = Arc::new(Barrier::new(clients + 1));
     let (phase_tx, phase_rx) = watch::channel(None::<Phases>);
@@ -337,7 +385,10 @@ pub async fn run(
         .parts()
         .iter()
         .map(|&name| WorkloadResult {
-            name,
+            name: match requester {
+                Requester::Custodian => name.to_string(),
+                other => format!("{name}@{}", other.name()),
+            },
             requests: 0,
             errors: 0,
             conflicts: 0,
