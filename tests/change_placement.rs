@@ -6,42 +6,14 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::HeaderMap;
 use common::auth::backend_client_registered;
 use common::{Client, Server};
-use parking_lot::Mutex;
 use serde_json::{Value, json};
 
 const MARIA: &str = "youth-maria-lopez";
 const COUNTY: &str = "http://foster-passport.example/fhir/CodeSystem/california-county";
-
-type Received = Arc<Mutex<Vec<(String, HeaderMap, String)>>>;
-
-async fn receiver() -> (String, Received) {
-    let got: Received = Arc::default();
-    let app = axum::Router::new()
-        .route(
-            "/hook/{name}",
-            axum::routing::post(
-                |State(got): State<Received>,
-                 axum::extract::Path(name): axum::extract::Path<String>,
-                 headers: HeaderMap,
-                 body: String| async move {
-                    got.lock().push((name, headers, body));
-                    "ok"
-                },
-            ),
-        )
-        .with_state(got.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}/hook"), got)
-}
 
 fn placement(family: &str, effective: &str, county: Option<&str>) -> Value {
     let mut parameter = vec![
@@ -79,7 +51,7 @@ async fn a_placement_change_moves_access_keeps_authorizations_and_notifies() {
         .env("FP_SUBSCRIPTION_INTERVAL_MS", "100")
         .start();
     let admin = server.client();
-    let (hooks, got) = receiver().await;
+    let (hooks, got) = common::webhook_receiver().await;
     let today = foster_passport::search::child_welfare::today();
 
     // The new family, and a login for it.

@@ -5,39 +5,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use common::{Client, Server};
-use parking_lot::Mutex;
 use serde_json::{Value, json};
-
-/// What the receiver got: path, headers, body.
-type Received = Arc<Mutex<Vec<(String, HeaderMap, String)>>>;
-
-async fn receiver() -> (String, Received) {
-    let got: Received = Arc::default();
-    let app = axum::Router::new()
-        .route(
-            "/hook/{name}",
-            axum::routing::post(
-                |State(got): State<Received>,
-                 Path(name): Path<String>,
-                 headers: HeaderMap,
-                 body: String| async move {
-                    got.lock().push((name, headers, body));
-                    "ok"
-                },
-            ),
-        )
-        .with_state(got.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}/hook"), got)
-}
 
 fn subscription(criteria: &str, endpoint: &str) -> Value {
     json!({
@@ -77,7 +48,7 @@ async fn a_change_notifies_the_consented_subscriber_once_signed() {
         .env("FP_SUBSCRIPTION_INTERVAL_MS", "100")
         .start();
     let admin = server.client();
-    let (hooks, got) = receiver().await;
+    let (hooks, got) = common::webhook_receiver().await;
     let mut youth = common::patient("youth-n");
     youth["id"] = json!("youth-n");
     for r in [

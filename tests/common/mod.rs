@@ -38,6 +38,7 @@ pub struct ServerBuilder {
     args: Vec<String>,
     env: Vec<(String, String)>,
     tls: Option<Tls>,
+    sqlite: bool,
 }
 
 /// PEM certificate and key the server is started with; the certificate is also trusted by
@@ -68,6 +69,12 @@ impl ServerBuilder {
         self
     }
 
+    /// On SQLite whatever `FP_TEST_BACKEND` says (a source for `migrate`).
+    pub fn sqlite(mut self) -> Self {
+        self.sqlite = true;
+        self
+    }
+
     pub fn tls(mut self, cert_pem: impl Into<String>, key_pem: impl Into<String>) -> Self {
         self.tls = Some(Tls {
             cert_pem: cert_pem.into(),
@@ -88,10 +95,15 @@ impl ServerBuilder {
             base: String::new(),
             dir,
             db_path,
-            pg: PgDatabase::create_if_selected(),
+            pg: if self.sqlite {
+                None
+            } else {
+                PgDatabase::create_if_selected()
+            },
             options: self,
             starts: 0,
             admin: None,
+            shared: None,
         };
         // Every test talks through a real token: register an all-powerful custodian backend
         // client with its own key before the server starts.
@@ -136,6 +148,15 @@ pub struct Server {
     /// The server's own PostgreSQL database under `FP_TEST_BACKEND=postgres` (else SQLite at
     /// `db_path`); dropped after the process is killed.
     pg: Option<PgDatabase>,
+    /// For a [`sibling`](Self::sibling): the first instance's database, and the address this
+    /// instance listens on while announcing the first one's public base URL.
+    shared: Option<Shared>,
+}
+
+struct Shared {
+    database_url: String,
+    /// A sibling's own address (it announces the first instance's base URL).
+    listen: Option<std::net::SocketAddr>,
 }
 
 /// Where `FP_TEST_BACKEND=postgres` creates databases (trust auth; database `test` exists).
@@ -153,14 +174,23 @@ impl PgDatabase {
         if std::env::var("FP_TEST_BACKEND").as_deref() != Ok("postgres") {
             return None;
         }
+        Some(PgDatabase::create())
+    }
+
+    /// A new, empty database on the local PostgreSQL.
+    pub fn create() -> PgDatabase {
         let name = format!("fp_t_{}", uuid::Uuid::new_v4().simple());
         pg_admin(format!("CREATE DATABASE {name}")).unwrap_or_else(|e| {
             panic!("FP_TEST_BACKEND=postgres: cannot create {name} on {PG_SERVER}: {e}")
         });
-        Some(PgDatabase {
+        PgDatabase {
             url: format!("{PG_SERVER}{name}"),
             name,
-        })
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
     }
 }
 
@@ -249,6 +279,9 @@ impl Server {
     }
 
     pub fn database_url(&self) -> String {
+        if let Some(shared) = &self.shared {
+            return shared.database_url.clone();
+        }
         if let Some(pg) = &self.pg {
             return pg.url.clone();
         }
@@ -278,12 +311,17 @@ impl Server {
         let stderr_file = File::create(&stderr_path).expect("create stderr log");
 
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_foster-passport"));
+        let listen = self
+            .shared
+            .as_ref()
+            .and_then(|s| s.listen)
+            .map_or("127.0.0.1:0".to_string(), |a| a.to_string());
         cmd.arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen)
             .arg("--database")
             .arg(self.database_url());
-        if self.pg.is_some() {
+        if !self.database_url().starts_with("sqlite://") {
             // The server writes files "next to the database" (demo keys) in its working directory
             // when the database is not a file.
             cmd.current_dir(self.dir.path());
@@ -346,7 +384,11 @@ impl Server {
                 &format!("listening line {line:?} should be `listening on {scheme}HOST:PORT/fhir`"),
             );
         }
-        self.base = base.to_string();
+        self.base = match self.shared.as_ref().and_then(|s| s.listen) {
+            // Announced: the shared public base; reached: this instance's own port.
+            Some(listen) => format!("{scheme}{listen}/fhir"),
+            None => base.to_string(),
+        };
         self.child = Some(child);
     }
 
@@ -382,9 +424,10 @@ impl Server {
         self.client().with_auth(Auth::None)
     }
 
-    /// `{origin}/auth/token`
+    /// `{origin}/auth/token`, as the server announces it (a sibling's names the first
+    /// instance, whose public base URL it shares).
     pub fn token_url(&self) -> String {
-        format!("{}/auth/token", self.origin())
+        format!("{}/auth/token", self.public_origin())
     }
 
     /// SIGKILL (no chance to clean up) and reap.
@@ -435,6 +478,81 @@ impl Server {
                 return None;
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A second gateway instance on this server's database, as behind a load balancer: its
+    /// own process, port and log, the same public base URL (so tokens and client assertions
+    /// made for one are valid at both), clients and keys. [`base`](Self::base) is where this
+    /// instance listens; bundle links name the shared public base. Drop it before `self`.
+    pub fn sibling(&self) -> Server {
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("pick a free port");
+        let mut options = self.options.clone();
+        options
+            .args
+            .extend(["--base-url".to_string(), self.base.clone()]);
+        let mut sibling = Server {
+            child: None,
+            base: String::new(),
+            dir: tempfile::Builder::new()
+                .prefix("fp-test-sibling-")
+                .tempdir()
+                .expect("create temp dir"),
+            db_path: self.db_path.clone(),
+            pg: None,
+            options,
+            starts: 0,
+            admin: self.admin.clone(),
+            shared: Some(Shared {
+                database_url: self.database_url(),
+                listen: Some(listen),
+            }),
+        };
+        sibling.spawn();
+        sibling
+    }
+
+    /// A server like this one (options, admin client key) on another database that already
+    /// holds this one's clients, such as a `migrate` copy. Drop it before `self`.
+    pub fn successor(&self, database_url: &str) -> Server {
+        let mut successor = Server {
+            child: None,
+            base: String::new(),
+            dir: tempfile::Builder::new()
+                .prefix("fp-test-successor-")
+                .tempdir()
+                .expect("create temp dir"),
+            db_path: self.db_path.clone(),
+            pg: None,
+            options: self.options.clone(),
+            starts: 0,
+            admin: self.admin.clone(),
+            shared: Some(Shared {
+                database_url: database_url.to_string(),
+                listen: None,
+            }),
+        };
+        successor.spawn();
+        successor
+    }
+
+    /// This server's public token endpoint (a sibling's is the first instance's).
+    fn public_origin(&self) -> String {
+        match &self.shared {
+            Some(Shared {
+                listen: Some(_), ..
+            }) => self
+                .options
+                .args
+                .iter()
+                .skip_while(|a| *a != "--base-url")
+                .nth(1)
+                .and_then(|b| b.strip_suffix("/fhir"))
+                .expect("a sibling is started with --base-url")
+                .to_string(),
+            _ => self.origin(),
         }
     }
 
@@ -1239,4 +1357,37 @@ pub fn run_node_json(script: &Path, node_dir: &Path, input: Vec<u8>) -> Vec<Vec<
     );
     serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| panic!("{name} output is not JSON: {e}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhook receiver (Subscription notifications)
+// ---------------------------------------------------------------------------------------------
+
+/// What a [`webhook_receiver`] got: the path's last segment, headers and body of each POST.
+pub type Received =
+    std::sync::Arc<parking_lot::Mutex<Vec<(String, axum::http::HeaderMap, String)>>>;
+
+/// An HTTP server on a free loopback port taking POSTs at `/hook/{name}`; returns its
+/// `http://…/hook` base and what it receives.
+pub async fn webhook_receiver() -> (String, Received) {
+    use axum::extract::{Path as UrlPath, State};
+    let got: Received = Default::default();
+    let app = axum::Router::new()
+        .route(
+            "/hook/{name}",
+            axum::routing::post(
+                |State(got): State<Received>,
+                 UrlPath(name): UrlPath<String>,
+                 headers: axum::http::HeaderMap,
+                 body: String| async move {
+                    got.lock().push((name, headers, body));
+                    "ok"
+                },
+            ),
+        )
+        .with_state(got.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), got)
 }
