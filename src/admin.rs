@@ -268,3 +268,13 @@ pub fn import_eligibility(args: crate::config::ImportEligibilityArgs) -> Result<
         Err(format!("{} rows were rejected", report.rejected.len()))
     }
 }
+
+/// `migrate --from A --to B`.
+pub fn migrate(args: crate::config::MigrateArgs) -> Result<(), String> {
+    let report = crate::migrate::migrate(&args.from, &args.to, &args.base_url)?;
+    println!(
+        "copied {} versions ({} AuditEvents) and {} records",
+        report.versions, report.audit_events, report.records
+    );
+    Ok(())
+}

@@ -36,6 +36,24 @@ pub enum Command {
     Keygen(KeygenArgs),
     /// Import MEDS-style eligibility rows (CSV) as youth and their child welfare episodes.
     ImportEligibility(ImportEligibilityArgs),
+    /// Copy a whole database (every version, the audit trail, clients and keys) into a new,
+    /// empty one: `migrate --from sqlite://foster-passport.db --to postgres://USER@HOST/DB`.
+    Migrate(MigrateArgs),
+}
+
+/// `migrate` options.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The database to copy (`sqlite://PATH` or `postgres://…`); it is only read.
+    #[arg(long)]
+    pub from: String,
+    /// The new database (`postgres://…` or `sqlite://PATH`); it must be empty.
+    #[arg(long)]
+    pub to: String,
+    /// The public FHIR base URL the data was served under (`serve --base-url`), so absolute
+    /// references to it are indexed as local ones, as the server indexed them.
+    #[arg(long, env = "FP_BASE_URL", default_value = "")]
+    pub base_url: String,
 }
 
 /// `import-eligibility` options.

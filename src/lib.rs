@@ -12,6 +12,7 @@ pub mod error;
 pub mod fhir;
 pub mod http;
 pub mod interactions;
+pub mod migrate;
 pub mod operations;
 pub mod routes;
 pub mod search;

@@ -23,6 +23,7 @@ fn main() -> std::process::ExitCode {
         Command::Token(args) => foster_passport::admin::token(args),
         Command::Keygen(args) => foster_passport::admin::keygen(args),
         Command::ImportEligibility(args) => foster_passport::admin::import_eligibility(args),
+        Command::Migrate(args) => foster_passport::admin::migrate(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -17,7 +17,7 @@ use crate::access::{Access, Requester, Trail};
 use crate::auth::crypto;
 use crate::error::{FhirError, FhirResult};
 use crate::interactions::{Ctx, write_version};
-use crate::store::{HistoryQuery, HistoryScope, Store, WriteMethod};
+use crate::store::{HistoryQuery, HistoryScope, Reader, Store, WriteMethod};
 
 /// The extension naming what decided a request: a `valueString` per Consent id (or `author`).
 pub const DECIDED_BY_URL: &str =
@@ -61,11 +61,11 @@ impl AuditLog {
     /// Start the writer thread; the handle finishes once every sender is gone and the queue
     /// is written out.
     pub fn start(store: Arc<dyn Store>, ctx: Arc<Ctx>) -> FhirResult<(AuditLog, JoinHandle<()>)> {
-        let previous = last_hash(store.as_ref())?;
+        store.ping()?;
         let (queue, rx) = tokio::sync::mpsc::channel(QUEUE);
         let handle = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer(rx, store, ctx, previous))
+            .spawn(move || writer(rx, store, ctx))
             .map_err(FhirError::internal)?;
         Ok((AuditLog { queue }, handle))
     }
@@ -78,12 +78,7 @@ impl AuditLog {
     }
 }
 
-fn writer(
-    mut rx: tokio::sync::mpsc::Receiver<AuditRecord>,
-    store: Arc<dyn Store>,
-    ctx: Arc<Ctx>,
-    mut previous: String,
-) {
+fn writer(mut rx: tokio::sync::mpsc::Receiver<AuditRecord>, store: Arc<dyn Store>, ctx: Arc<Ctx>) {
     let server = Access::server();
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -93,9 +88,11 @@ fn writer(
                 Err(_) => break,
             }
         }
-        let mut chained = previous.clone();
         let result = (|| -> FhirResult<()> {
             let mut tx = store.begin()?;
+            // The head is read inside the write transaction, after every other writer on the
+            // database (other processes too) committed: the chain never forks.
+            let mut chained = last_hash(tx.as_mut())?;
             for record in &batch {
                 let mut event = event(&ctx, record);
                 chained = link(&mut event, &chained);
@@ -113,11 +110,8 @@ fn writer(
             }
             tx.commit()
         })();
-        match result {
-            Ok(()) => previous = chained,
-            Err(e) => {
-                tracing::error!(error = %e, lost = batch.len(), "audit events could not be written")
-            }
+        if let Err(e) = result {
+            tracing::error!(error = %e, lost = batch.len(), "audit events could not be written")
         }
     }
 }
@@ -173,19 +167,10 @@ fn chain_part<'a>(event: &'a Value, part: &str) -> Option<&'a str> {
 }
 
 /// The hash of the newest AuditEvent (the chain's head), or [`GENESIS`].
-fn last_hash(store: &dyn Store) -> FhirResult<String> {
-    let mut reader = store.reader()?;
-    let page = reader.history(&HistoryQuery {
-        scope: HistoryScope::Type("AuditEvent".into()),
-        since: None,
-        before_seq: None,
-        count: 1,
-    })?;
-    Ok(page
-        .entries
-        .first()
-        .and_then(|(_, v)| v.body.as_deref())
-        .and_then(|b| serde_json::from_str::<Value>(b).ok())
+fn last_hash(reader: &mut dyn Reader) -> FhirResult<String> {
+    Ok(reader
+        .newest_body("AuditEvent")?
+        .and_then(|b| serde_json::from_str::<Value>(&b).ok())
         .and_then(|e| chain_part(&e, "hash").map(str::to_string))
         .unwrap_or_else(|| GENESIS.to_string()))
 }

@@ -166,6 +166,12 @@ pub trait Reader {
         })?;
         Ok(page.entries.first().map_or(0, |(seq, _)| *seq))
     }
+    /// The body of the most recently written version of any resource of `rtype` (`None` when
+    /// there is none, or it was a deletion): the audit chain's head.
+    fn newest_body(&mut self, rtype: &str) -> FhirResult<Option<String>>;
+    /// Up to `count` versions of any resource (the audit trail too) written after the write
+    /// sequence `after_seq`, oldest first, with their sequence: what `migrate` copies.
+    fn versions_after(&mut self, after_seq: i64, count: usize) -> FhirResult<Vec<(i64, Version)>>;
     /// Resources of `source_type` that reference any target through `param` (any reference
     /// parameter when `None`) (`_revinclude`).
     fn incoming(
@@ -213,6 +219,18 @@ pub trait Records: Send + Sync {
     fn remove(&self, kind: &str, key: &str) -> FhirResult<bool>;
     /// Every live record of a kind, by key.
     fn list(&self, kind: &str) -> FhirResult<Vec<(String, String)>>;
+    /// Every live record of every kind: what `migrate` copies.
+    fn all(&self) -> FhirResult<Vec<Record>>;
+}
+
+/// One of the [`Records`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub kind: String,
+    pub key: String,
+    pub value: String,
+    /// Seconds since the epoch; `None` = never.
+    pub expires: Option<i64>,
 }
 
 /// Open the store a `--database` URL names.

@@ -32,8 +32,8 @@ use postgres::{Client, NoTls, Row, Statement};
 use super::query::{Page, Query};
 use super::sql::{Arg, Dialect, Sql};
 use super::{
-    HistoryPage, HistoryQuery, HistoryScope, NewVersion, Reader, Records, Store, StoreTx, Version,
-    WriteMethod,
+    HistoryPage, HistoryQuery, HistoryScope, NewVersion, Reader, Record, Records, Store, StoreTx,
+    Version, WriteMethod,
 };
 use crate::error::{FhirError, FhirResult};
 
@@ -654,6 +654,27 @@ impl Records for PgStore {
             .collect()
         })
     }
+
+    fn all(&self) -> FhirResult<Vec<Record>> {
+        let now = now_secs();
+        self.run(true, |c| {
+            c.query(
+                "SELECT kind, key, value, expires FROM records \
+                 WHERE expires IS NULL OR expires >= $1 ORDER BY kind, key",
+                &[&now],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(Record {
+                    kind: r.try_get(0)?,
+                    key: r.try_get(1)?,
+                    value: r.try_get(2)?,
+                    expires: r.try_get(3)?,
+                })
+            })
+            .collect()
+        })
+    }
 }
 
 /// A pooled connection lent to one request for reads.
@@ -679,6 +700,16 @@ impl Reader for PgReader {
     fn last_change(&mut self, rtype: &str) -> FhirResult<i64> {
         let c = self.conn();
         unblocked(|| last_change(c, rtype))
+    }
+
+    fn newest_body(&mut self, rtype: &str) -> FhirResult<Option<String>> {
+        let c = self.conn();
+        unblocked(|| newest_body(c, rtype))
+    }
+
+    fn versions_after(&mut self, after_seq: i64, count: usize) -> FhirResult<Vec<(i64, Version)>> {
+        let c = self.conn();
+        unblocked(|| versions_after(c, after_seq, count))
     }
     fn current(&mut self, rtype: &str, id: &str) -> FhirResult<Option<Version>> {
         let c = self.conn();
@@ -759,6 +790,14 @@ impl Drop for PgTx<'_> {
 impl Reader for PgTx<'_> {
     fn last_change(&mut self, rtype: &str) -> FhirResult<i64> {
         self.exec(|c| last_change(c, rtype))
+    }
+
+    fn newest_body(&mut self, rtype: &str) -> FhirResult<Option<String>> {
+        self.exec(|c| newest_body(c, rtype))
+    }
+
+    fn versions_after(&mut self, after_seq: i64, count: usize) -> FhirResult<Vec<(i64, Version)>> {
+        self.exec(|c| versions_after(c, after_seq, count))
     }
     fn current(&mut self, rtype: &str, id: &str) -> FhirResult<Option<Version>> {
         self.exec(|c| current(c, rtype, id))
@@ -895,6 +934,33 @@ fn last_change(c: &mut PgConn, rtype: &str) -> FhirResult<i64> {
         &[&t.as_ref()],
     )?
     .try_get(0)?)
+}
+
+fn newest_body(c: &mut PgConn, rtype: &str) -> FhirResult<Option<String>> {
+    let t = text(rtype);
+    Ok(c.query_opt(
+        "SELECT body FROM resource_history WHERE rtype = $1 ORDER BY seq DESC LIMIT 1",
+        &[&t.as_ref()],
+    )?
+    .map(|row| row.try_get::<_, Option<String>>(0))
+    .transpose()?
+    .flatten())
+}
+
+fn versions_after(c: &mut PgConn, after: i64, count: usize) -> FhirResult<Vec<(i64, Version)>> {
+    c.query(
+        "SELECT seq, rtype, id, version, last_updated, method, body FROM resource_history
+         WHERE seq > $1 ORDER BY seq LIMIT $2",
+        &[&after, &(count as i64)],
+    )?
+    .iter()
+    .map(|row| {
+        Ok((
+            row.try_get::<_, i64>(0)?,
+            row_to_version(row, 3, row.try_get(1)?, row.try_get(2)?)?,
+        ))
+    })
+    .collect()
 }
 
 fn current(c: &mut PgConn, rtype: &str, id: &str) -> FhirResult<Option<Version>> {

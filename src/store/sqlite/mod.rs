@@ -16,8 +16,8 @@ mod search;
 
 use super::query::{Page, Query};
 use super::{
-    HistoryPage, HistoryQuery, HistoryScope, NewVersion, Reader, Records, Store, StoreTx, Version,
-    WriteMethod,
+    HistoryPage, HistoryQuery, HistoryScope, NewVersion, Reader, Record, Records, Store, StoreTx,
+    Version, WriteMethod,
 };
 use crate::error::{FhirError, FhirResult};
 
@@ -292,6 +292,24 @@ impl Records for SqliteStore {
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
     }
+
+    fn all(&self) -> FhirResult<Vec<Record>> {
+        self.with_reader(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT kind, key, value, expires FROM records \
+                 WHERE expires IS NULL OR expires >= ?1 ORDER BY kind, key",
+            )?;
+            let rows = stmt.query_map(params![now_secs()], |r| {
+                Ok(Record {
+                    kind: r.get(0)?,
+                    key: r.get(1)?,
+                    value: r.get(2)?,
+                    expires: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
 }
 
 struct PooledReader<'a> {
@@ -316,7 +334,55 @@ fn last_change(conn: &Connection, rtype: &str) -> FhirResult<i64> {
         .query_row(params![rtype], |r| r.get(0))?)
 }
 
+fn newest_body(conn: &Connection, rtype: &str) -> FhirResult<Option<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT body FROM resource_history WHERE rtype = ?1 ORDER BY seq DESC LIMIT 1",
+        )?
+        .query_row(params![rtype], |r| r.get::<_, Option<String>>(0))
+        .optional()?
+        .flatten())
+}
+
+fn versions_after(conn: &Connection, after: i64, count: usize) -> FhirResult<Vec<(i64, Version)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, rtype, id, version, last_updated, method, body FROM resource_history
+         WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![after, count as i64], |row| {
+        let method: String = row.get(5)?;
+        let body: Option<String> = row.get(6)?;
+        Ok((
+            row.get::<_, i64>(0)?,
+            Version {
+                rtype: row.get(1)?,
+                id: row.get(2)?,
+                version: row.get::<_, i64>(3)? as u64,
+                last_updated: millis_to_utc(row.get(4)?),
+                method: WriteMethod::from_http(&method),
+                body: body.map(Arc::from),
+            },
+        ))
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
 impl Reader for PooledReader<'_> {
+    fn newest_body(&mut self, rtype: &str) -> FhirResult<Option<String>> {
+        newest_body(
+            self.conn.as_ref().expect("reader holds a connection"),
+            rtype,
+        )
+    }
+
+    fn versions_after(&mut self, after_seq: i64, count: usize) -> FhirResult<Vec<(i64, Version)>> {
+        versions_after(
+            self.conn.as_ref().expect("reader holds a connection"),
+            after_seq,
+            count,
+        )
+    }
+
     fn last_change(&mut self, rtype: &str) -> FhirResult<i64> {
         last_change(
             self.conn.as_ref().expect("reader holds a connection"),
@@ -397,6 +463,14 @@ impl Drop for SqliteTx<'_> {
 impl Reader for SqliteTx<'_> {
     fn last_change(&mut self, rtype: &str) -> FhirResult<i64> {
         last_change(&self.conn, rtype)
+    }
+
+    fn newest_body(&mut self, rtype: &str) -> FhirResult<Option<String>> {
+        newest_body(&self.conn, rtype)
+    }
+
+    fn versions_after(&mut self, after_seq: i64, count: usize) -> FhirResult<Vec<(i64, Version)>> {
+        versions_after(&self.conn, after_seq, count)
     }
 
     fn current(&mut self, rtype: &str, id: &str) -> FhirResult<Option<Version>> {
