@@ -260,6 +260,11 @@ pub struct ServeArgs {
     /// How often the Subscription worker looks for changes to notify, in milliseconds.
     #[arg(long, env = "FP_SUBSCRIPTION_INTERVAL_MS", default_value_t = 1000)]
     pub subscription_interval_ms: u64,
+    /// The most consenting patients a search names one by one in its consent criterion;
+    /// beyond it the query finds them through their active privacy Consents (a join) and each
+    /// match is decided in turn.
+    #[arg(long, env = "FP_CONSENT_INLINE_PATIENTS", default_value_t = crate::access::DEFAULT_INLINE_PATIENTS)]
+    pub consent_inline_patients: usize,
 }
 
 fn parse_trusted_issuer(text: &str) -> Result<crate::auth::tokens::TrustedIssuer, String> {

@@ -10,6 +10,10 @@
 //! are. One transaction per page of versions keeps memory flat for a state-wide database; a
 //! failed copy leaves a target that `migrate` refuses (not empty), to be dropped and retried.
 
+use std::sync::Arc;
+
+use crate::access::compartment_key;
+use crate::interactions::Ctx;
 use crate::search::registry::SearchRegistry;
 use crate::store::{self, NewVersion, Store};
 
@@ -36,8 +40,12 @@ pub fn migrate(from: &str, to: &str, base_url: &str) -> Result<Report, String> {
     let source = store::open(from).map_err(|e| format!("{from}: {e}"))?;
     let target = store::open(to).map_err(|e| format!("{to}: {e}"))?;
     ensure_empty(target.as_ref()).map_err(|why| format!("{to}: {why}"))?;
-    let search = SearchRegistry::load().map_err(|e| e.to_string())?;
-    let base_url = base_url.trim_end_matches('/');
+    let ctx = Ctx {
+        base_url: base_url.trim_end_matches('/').to_string(),
+        search: Arc::new(SearchRegistry::load().map_err(|e| e.to_string())?),
+        capability_statement: Arc::from(""),
+        consents: Default::default(),
+    };
 
     let mut report = Report::default();
     for r in source.records().all().map_err(|e| e.to_string())? {
@@ -69,17 +77,23 @@ pub fn migrate(from: &str, to: &str, base_url: &str) -> Result<Report, String> {
                 .current(&v.rtype, &v.id)
                 .map_err(|e| e.to_string())?
                 .is_some_and(|c| c.version == v.version);
-            let index = match (&v.body, is_current) {
-                (Some(body), true) => {
-                    let value: serde_json::Value = serde_json::from_str(body).map_err(|e| {
-                        format!(
-                            "{}/{} version {} is not JSON: {e}",
-                            v.rtype, v.id, v.version
-                        )
-                    })?;
-                    search.index(&v.rtype, &value, base_url)
-                }
+            let value: Option<serde_json::Value> = match &v.body {
+                Some(body) => Some(serde_json::from_str(body).map_err(|e| {
+                    format!(
+                        "{}/{} version {} is not JSON: {e}",
+                        v.rtype, v.id, v.version
+                    )
+                })?),
+                None => None,
+            };
+            let index = match (&value, is_current) {
+                (Some(value), true) => ctx.search.index(&v.rtype, value, &ctx.base_url),
                 _ => vec![],
+            };
+            // The first version decides, as when the server wrote it.
+            let compartment = match (&value, v.version) {
+                (Some(value), 1) => compartment_key(&ctx, &v.rtype, &v.id, value),
+                _ => String::new(),
             };
             if v.rtype == "AuditEvent" {
                 report.audit_events += 1;
@@ -92,6 +106,7 @@ pub fn migrate(from: &str, to: &str, base_url: &str) -> Result<Report, String> {
                 method: v.method,
                 body: v.body.as_deref().map(str::to_string),
                 index,
+                compartment,
             })
             .map_err(|e| {
                 format!(

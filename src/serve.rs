@@ -45,7 +45,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         base_url: base_url.clone(),
         search,
         capability_statement: Arc::from(statement.to_string()),
-        consents: crate::access::ConsentCache::with_statewide_rules().map_err(|e| e.to_string())?,
+        consents: crate::access::ConsentCache::with_statewide_rules()
+            .map_err(|e| e.to_string())?
+            .with_inline_patients(args.consent_inline_patients),
     });
     let mut demo_help = None;
     if args.demo {

@@ -9,7 +9,7 @@
 mod common;
 
 use common::auth::user_token;
-use common::{Client, Server};
+use common::{Client, Server, ServerBuilder};
 use serde_json::{Value, json};
 
 const YOUTH: &str = "youth-c";
@@ -264,9 +264,8 @@ async fn sees(client: &Client, who: &str, expected: &[&str]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn each_requester_sees_what_the_consents_release() {
-    let server = Server::start();
+async fn each_requester_sees_what_the_consents_release(builder: ServerBuilder) {
+    let server = builder.start();
     let admin = server.client();
     seed(&admin).await;
     server.cli(&[
@@ -356,9 +355,8 @@ async fn each_requester_sees_what_the_consents_release() {
         .expect_status(200);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn denied_data_leaks_through_no_side_door() {
-    let server = Server::start();
+async fn denied_data_leaks_through_no_side_door(builder: ServerBuilder) {
+    let server = builder.start();
     let admin = server.client();
     seed(&admin).await;
     let plan = backend(&server, "plan", "plan-org", "plan", "HPAYMT");
@@ -448,9 +446,8 @@ async fn denied_data_leaks_through_no_side_door() {
     assert!(!tx.text.contains("depression"), "{}", tx.text);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn deny_wins_and_consent_changes_apply_at_once() {
-    let server = Server::start();
+async fn deny_wins_and_consent_changes_apply_at_once(builder: ServerBuilder) {
+    let server = builder.start();
     let admin = server.client();
     seed(&admin).await;
     let clinic = backend(&server, "clinic", "clinic-org", "provider", "TREAT");
@@ -491,9 +488,8 @@ async fn deny_wins_and_consent_changes_apply_at_once() {
     assert_eq!(ids(&clinic, "Observation").await, Vec::<String>::new());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn consents_the_engine_cannot_enforce_are_refused() {
-    let server = Server::start();
+async fn consents_the_engine_cannot_enforce_are_refused(builder: ServerBuilder) {
+    let server = builder.start();
     let admin = server.client();
     seed(&admin).await;
     let before = admin.snapshot().await;
@@ -544,9 +540,8 @@ async fn consents_the_engine_cannot_enforce_are_refused() {
     assert_eq!(ids(&stranger, "Observation").await, Vec::<String>::new());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn demo_users_see_different_slices_of_one_record() {
-    let server = Server::builder().arg("--demo").start();
+async fn demo_users_see_different_slices_of_one_record(builder: ServerBuilder) {
+    let server = builder.arg("--demo").start();
     let login = |username: &'static str| {
         let (origin, base) = (server.origin(), server.base.clone());
         async move {
@@ -746,9 +741,10 @@ fn has_btg(security: &Value) -> bool {
         .any(|c| c["system"] == BTG && c["code"] == "BTG")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_statewide_rule_reaches_the_current_social_worker_for_care_coordination() {
-    let server = Server::start();
+async fn the_statewide_rule_reaches_the_current_social_worker_for_care_coordination(
+    builder: ServerBuilder,
+) {
+    let server = builder.start();
     let admin = server.client();
     seed_statewide(&admin).await;
     let plain_only = ["s-plain"];
@@ -776,6 +772,38 @@ async fn the_statewide_rule_reaches_the_current_social_worker_for_care_coordinat
     former.get("Condition/s-plain").await.expect_status(404);
     let stranger = backend(&server, "stranger", "some-plan", "county", "COC");
     assert!(ids(&stranger, "Condition").await.is_empty());
+
+    // The rule needs no consent of the youth's own: a youth who signed none is reached too.
+    let mut youth_t = common::patient("youth-t");
+    youth_t["id"] = json!("youth-t");
+    admin
+        .put_json("Patient/youth-t", &youth_t)
+        .await
+        .expect_status(201);
+    admin
+        .put_json(
+            "CareTeam/ct-t",
+            &json!({ "resourceType": "CareTeam", "id": "ct-t", "status": "active",
+                     "subject": { "reference": "Patient/youth-t" },
+                     "participant": [team_member("Practitioner/sw", "county-dss", "county-social-worker",
+                                                 json!({ "start": "2025-01-01" }))] }),
+        )
+        .await
+        .expect_status(201);
+    admin
+        .put_json(
+            "Condition/t-plain",
+            &condition("t-plain", "youth-t", "otitis", &[]),
+        )
+        .await
+        .expect_status(201);
+    assert_eq!(
+        ids(&county, "Condition?patient=youth-t").await,
+        vec!["t-plain".to_string()]
+    );
+    county.get("Condition/t-plain").await.expect_status(200);
+    assert!(ids(&stranger, "Condition?patient=youth-t").await.is_empty());
+    admin.delete("Condition/t-plain").await.expect_status(204);
 
     // The rule is named in the AuditEvent of what it released.
     let events = audit_of(&admin, "county", 5).await;
@@ -818,9 +846,8 @@ async fn the_statewide_rule_reaches_the_current_social_worker_for_care_coordinat
     assert_eq!(ids(&probation, "Condition").await, plain_only);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn break_the_glass_reads_through_a_deny_and_is_flagged() {
-    let server = Server::start();
+async fn break_the_glass_reads_through_a_deny_and_is_flagged(builder: ServerBuilder) {
+    let server = builder.start();
     let admin = server.client();
     seed_statewide(&admin).await;
     // A consent that shuts the hospital out: break-the-glass reads through it.
@@ -904,9 +931,8 @@ async fn break_the_glass_reads_through_a_deny_and_is_flagged() {
     assert!(plan_events.iter().all(|e| !has_btg(&e["meta"]["security"])));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_author_reads_what_it_wrote_and_cannot_claim_what_it_did_not() {
-    let server = Server::start();
+async fn an_author_reads_what_it_wrote_and_cannot_claim_what_it_did_not(builder: ServerBuilder) {
+    let server = builder.start();
     let admin = server.client();
     seed_statewide(&admin).await;
     // The clinic may record for youth S (action `correct`), not read her record.
@@ -984,9 +1010,8 @@ async fn an_author_reads_what_it_wrote_and_cannot_claim_what_it_did_not() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn pages_stay_full_when_matches_are_decided_one_by_one() {
-    let server = Server::start();
+async fn pages_stay_full_when_matches_are_decided_one_by_one(builder: ServerBuilder) {
+    let server = builder.start();
     let admin = server.client();
     let mut p = common::patient("youth-p");
     p["id"] = json!("youth-p");
@@ -1058,9 +1083,8 @@ async fn pages_stay_full_when_matches_are_decided_one_by_one() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn data_periods_release_only_data_from_their_time() {
-    let server = Server::start();
+async fn data_periods_release_only_data_from_their_time(builder: ServerBuilder) {
+    let server = builder.start();
     let admin = server.client();
     let mut p = common::patient("youth-t");
     p["id"] = json!("youth-t");
@@ -1119,9 +1143,8 @@ async fn data_periods_release_only_data_from_their_time() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_consent_naming_a_practitioner_role_reaches_whoever_holds_it() {
-    let server = Server::start();
+async fn a_consent_naming_a_practitioner_role_reaches_whoever_holds_it(builder: ServerBuilder) {
+    let server = builder.start();
     let admin = server.client();
     let mut p = common::patient("youth-r");
     p["id"] = json!("youth-r");
@@ -1175,9 +1198,8 @@ async fn a_consent_naming_a_practitioner_role_reaches_whoever_holds_it() {
     doctor.get("Observation/r-obs").await.expect_outcome(404);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_requester_named_by_many_youth_sees_each_of_them_and_no_one_else() {
-    let server = Server::start();
+async fn a_requester_named_by_many_youth_sees_each_of_them_and_no_one_else(builder: ServerBuilder) {
+    let server = builder.start();
     let admin = server.client();
     admin
         .put_json(
@@ -1260,3 +1282,44 @@ async fn a_requester_named_by_many_youth_sees_each_of_them_and_no_one_else() {
     let by_admin = ids(&admin, &format!("Patient?_id={}&_count=100", all.join(","))).await;
     assert_eq!(by_admin, all);
 }
+
+/// Every scenario twice: with the consenting patients named in each query, and with the server
+/// told to name none (`--consent-inline-patients 0`), so that queries join the patients' active
+/// privacy Consents and decide each match in turn, as for a requester named by thousands of
+/// youth. Both must release exactly the same.
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        mod named_patients {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name(super::Server::builder()).await
+                }
+            )*
+        }
+        mod joined_consents {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name(super::Server::builder().env("FP_CONSENT_INLINE_PATIENTS", "0"))
+                        .await
+                }
+            )*
+        }
+    };
+}
+
+scenarios!(
+    each_requester_sees_what_the_consents_release,
+    denied_data_leaks_through_no_side_door,
+    deny_wins_and_consent_changes_apply_at_once,
+    consents_the_engine_cannot_enforce_are_refused,
+    demo_users_see_different_slices_of_one_record,
+    the_statewide_rule_reaches_the_current_social_worker_for_care_coordination,
+    break_the_glass_reads_through_a_deny_and_is_flagged,
+    an_author_reads_what_it_wrote_and_cannot_claim_what_it_did_not,
+    pages_stay_full_when_matches_are_decided_one_by_one,
+    data_periods_release_only_data_from_their_time,
+    a_consent_naming_a_practitioner_role_reaches_whoever_holds_it,
+    a_requester_named_by_many_youth_sees_each_of_them_and_no_one_else,
+);

@@ -282,10 +282,28 @@ struct Participant {
 /// The compiled Consents, shared by requests until a Consent or CareTeam is written (checked
 /// per request against the database, so it holds across processes on one database too), and
 /// the statewide rules loaded at start-up.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ConsentCache {
     current: parking_lot::Mutex<Option<Arc<CompiledConsents>>>,
     statewide: Arc<Vec<consent::Compiled>>,
+    /// See [`DEFAULT_INLINE_PATIENTS`].
+    inline_patients: usize,
+}
+
+/// The most patients a search's consent criterion names one by one. A requester whom many
+/// youth's consents name (a plan, a large clinic) would otherwise send thousands of ids with
+/// every query; beyond this the query joins the patients' active privacy Consents instead (a
+/// superset, which every match's own decision then narrows).
+pub const DEFAULT_INLINE_PATIENTS: usize = 500;
+
+impl Default for ConsentCache {
+    fn default() -> Self {
+        ConsentCache {
+            current: Default::default(),
+            statewide: Default::default(),
+            inline_patients: DEFAULT_INLINE_PATIENTS,
+        }
+    }
 }
 
 /// The statewide rules kept in `conformance/statewide/`: privacy Consents without a patient.
@@ -307,9 +325,15 @@ impl ConsentCache {
         }
         rules.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(ConsentCache {
-            current: Default::default(),
             statewide: Arc::new(rules),
+            ..Default::default()
         })
+    }
+
+    /// The same cache naming at most `n` patients inline (see [`DEFAULT_INLINE_PATIENTS`]).
+    pub fn with_inline_patients(mut self, n: usize) -> Self {
+        self.inline_patients = n;
+        self
     }
 
     fn get(&self, ctx: &Ctx, reader: &mut dyn Reader) -> FhirResult<Arc<CompiledConsents>> {
@@ -334,15 +358,7 @@ fn compile_all(
     reader: &mut dyn Reader,
     key: (i64, i64, i64),
 ) -> FhirResult<CompiledConsents> {
-    let criteria = crate::search::parse::parse_conditional(
-        &ctx.search,
-        "Consent",
-        &[
-            ("status".into(), "active".into()),
-            ("scope".into(), "patient-privacy".into()),
-        ],
-        &ctx.base_url,
-    )?;
+    let criteria = active_privacy_consent(ctx)?;
     let page = reader.search(&Query {
         rtype: "Consent".into(),
         criteria,
@@ -594,6 +610,17 @@ pub fn patients_of(ctx: &Ctx, rtype: &str, id: &str, body: &Value) -> Vec<String
         }
     }
     out
+}
+
+/// The patient compartment a resource is stored under ([`crate::store::NewVersion::compartment`]):
+/// its first patient, `""` when it is about none.
+pub fn compartment_key(ctx: &Ctx, rtype: &str, id: &str, body: &Value) -> String {
+    if rtype == "Patient" {
+        return id.to_string();
+    }
+    referenced_patients(ctx, rtype, body)
+        .next()
+        .unwrap_or_default()
 }
 
 /// The reference parameters that put a resource of `rtype` in a Patient's compartment.
@@ -1056,7 +1083,24 @@ impl Access {
         }
         let mut groups = Vec::with_capacity(releases.len() + 1);
         for (labels, patients) in releases {
-            let mut group = vec![compartment_criterion_of(ctx, rtype, &patients)];
+            let patients_criterion = if patients.len() > ctx.consents.inline_patients {
+                exact = false;
+                // Statewide rules reach the youth of the requester's care teams whether or not
+                // they signed a consent of their own: those few stay named.
+                let on_teams: Vec<String> = patients
+                    .iter()
+                    .filter(|p| loaded.facts.team_roles.contains_key(*p))
+                    .cloned()
+                    .collect();
+                let mut either = vec![vec![consenting_patients_criterion(ctx, rtype)]];
+                if !on_teams.is_empty() {
+                    either.push(vec![compartment_criterion_of(ctx, rtype, &on_teams)]);
+                }
+                Criterion::AnyOf(either)
+            } else {
+                compartment_criterion_of(ctx, rtype, &patients)
+            };
+            let mut group = vec![patients_criterion];
             let blocked: Vec<QueryValue> = consent::all_sensitive_labels()
                 .into_iter()
                 .filter(|l| !labels.contains(l))
@@ -1247,6 +1291,50 @@ fn compartment_criterion_of(ctx: &Ctx, rtype: &str, patients: &[String]) -> Crit
         }]);
     }
     Criterion::AnyOf(groups)
+}
+
+/// Resources of `rtype` in the compartment of any patient with an active privacy Consent: a
+/// superset of every consent-released patient list, for lists too long to name.
+fn consenting_patients_criterion(ctx: &Ctx, rtype: &str) -> Criterion {
+    let has_consent = Criterion::Has {
+        source_type: "Consent".into(),
+        param: ParamRef {
+            code: "patient".into(),
+            kind: ParamKind::Reference,
+        },
+        // Without its criteria (they always parse) the join is a wider superset, still safe.
+        inner: active_privacy_consent(ctx).unwrap_or_default(),
+    };
+    if rtype == "Patient" {
+        return has_consent;
+    }
+    Criterion::AnyOf(
+        compartment_params(ctx, rtype)
+            .map(|def| {
+                vec![Criterion::Chain {
+                    param: ParamRef {
+                        code: def.code.clone(),
+                        kind: ParamKind::Reference,
+                    },
+                    target_type: "Patient".into(),
+                    inner: vec![has_consent.clone()],
+                }]
+            })
+            .collect(),
+    )
+}
+
+/// `Consent?status=active&scope=patient-privacy`: the Consents the engine compiles.
+fn active_privacy_consent(ctx: &Ctx) -> FhirResult<Vec<Criterion>> {
+    crate::search::parse::parse_conditional(
+        &ctx.search,
+        "Consent",
+        &[
+            ("status".into(), "active".into()),
+            ("scope".into(), "patient-privacy".into()),
+        ],
+        &ctx.base_url,
+    )
 }
 
 /// Whether a resource body is in `patient`'s compartment.

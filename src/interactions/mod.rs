@@ -447,6 +447,7 @@ pub fn write_version(
     let now = next_instant(previous);
     stamp(&mut body, id, version, now);
     let index = ctx.search.index(rtype, &body, &ctx.base_url);
+    let compartment = crate::access::compartment_key(ctx, rtype, id, &body);
     let text = serde_json::to_string(&body).map_err(FhirError::internal)?;
     tx.put(NewVersion {
         rtype: rtype.to_string(),
@@ -456,6 +457,7 @@ pub fn write_version(
         method,
         body: Some(text),
         index,
+        compartment,
     })
 }
 
@@ -593,6 +595,8 @@ pub fn write_deletion(
         method: WriteMethod::Delete,
         body: None,
         index: vec![],
+        // Kept from the first version.
+        compartment: String::new(),
     })
 }
 

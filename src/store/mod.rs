@@ -100,6 +100,10 @@ pub struct NewVersion {
     pub body: Option<String>,
     /// Index rows for the new content (empty for a deletion).
     pub index: Vec<IndexRow>,
+    /// The id of the Patient whose compartment the resource belongs to (`""` for shared
+    /// resources such as an Organization): the distribution key of a sharded PostgreSQL
+    /// deployment. Fixed by the first version; later ones keep it.
+    pub compartment: String,
 }
 
 /// Which history to list.

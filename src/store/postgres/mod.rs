@@ -39,15 +39,13 @@ use crate::error::{FhirError, FhirResult};
 
 /// Migrations, applied in order inside one transaction; `schema_version` records how many ran.
 ///
-/// Distribution (Citus, later): every resource-derived table would get a `compartment` column
-/// (the id of the Patient whose compartment the resource belongs to, `''` for shared resources
-/// such as Organization) as its distribution column, `resources` and `resource_history` would
-/// key on `(compartment, …)` and the `idx_*` tables would be co-located with `resources`, so a
-/// patient's writes and searches stay on one worker. `records` and `schema_version` would be
-/// reference tables. The marked lines below are where that column goes.
-const MIGRATIONS: &[&str] = &[r#"
+/// Distribution (Citus): every resource-derived table carries `compartment`, the id of the
+/// Patient whose compartment the resource belongs to (`''` for shared resources such as an
+/// Organization), fixed by its first version, as the distribution column; `records` and
+/// `schema_version` are reference tables. README.md ("Deployment") gives the exact commands.
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE resource_history (
-    -- distribution column: compartment TEXT NOT NULL, leading the keys below
     seq          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     rtype        TEXT COLLATE "C" NOT NULL,
     id           TEXT COLLATE "C" NOT NULL,
@@ -62,7 +60,6 @@ CREATE INDEX resource_history_by_time ON resource_history (last_updated);
 CREATE INDEX resource_history_by_instance ON resource_history (rtype, id, seq);
 -- One row per logical resource; rid keys its index rows and gives the insertion order.
 CREATE TABLE resources (
-    -- distribution column: compartment TEXT NOT NULL, leading the keys below
     rid          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     rtype        TEXT COLLATE "C" NOT NULL,
     id           TEXT COLLATE "C" NOT NULL,
@@ -72,7 +69,7 @@ CREATE TABLE resources (
     last_updated BIGINT NOT NULL,
     UNIQUE (rtype, id)
 );
--- Index tables (distribution column: compartment, co-located with resources).
+-- Index tables.
 CREATE TABLE idx_string (rid BIGINT NOT NULL, grp BIGINT, rtype TEXT COLLATE "C" NOT NULL,
     param TEXT COLLATE "C" NOT NULL, norm TEXT COLLATE "C" NOT NULL, exact TEXT COLLATE "C" NOT NULL);
 CREATE INDEX idx_string_lookup ON idx_string (rtype, param, norm);
@@ -118,7 +115,25 @@ CREATE TABLE records (
     PRIMARY KEY (kind, key)
 );
 CREATE INDEX records_expiry ON records (kind, expires) WHERE expires IS NOT NULL;
-"#];
+"#,
+    // 2: the patient compartment, the distribution column of a sharded deployment.
+    r#"
+ALTER TABLE resource_history ADD COLUMN compartment TEXT COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE resources ADD COLUMN compartment TEXT COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE idx_string ADD COLUMN compartment TEXT COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE idx_token ADD COLUMN compartment TEXT COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE idx_reference ADD COLUMN compartment TEXT COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE idx_date ADD COLUMN compartment TEXT COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE idx_number ADD COLUMN compartment TEXT COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE idx_quantity ADD COLUMN compartment TEXT COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE idx_uri ADD COLUMN compartment TEXT COLLATE "C" NOT NULL DEFAULT '';
+-- Keys that lead with the distribution column, as Citus requires; writes conflict on them.
+-- (rtype, id) stays unique through the write lock: a resource's compartment is looked up by
+-- (rtype, id) before each write.
+CREATE UNIQUE INDEX resources_by_compartment ON resources (compartment, rtype, id);
+CREATE UNIQUE INDEX resource_history_by_compartment ON resource_history (compartment, rtype, id, version);
+"#,
+];
 
 /// Advisory lock key every write transaction holds (`"fp-writ"` in ASCII): one writer at a time
 /// per database, across processes. Advisory locks are per database, so unrelated databases on
@@ -855,15 +870,20 @@ impl StoreTx for PgTx<'_> {
 
 /// Writes the history row and points the resource row at it in one statement; the guard on the
 /// resource's version refuses to move it backwards or sideways.
-const PUT_VERSION: &str = "WITH h AS (
-    INSERT INTO resource_history (rtype, id, version, last_updated, method, body)
-    VALUES ($1::text, $2::text, $3::bigint, $4::bigint, $5::text, $6::text) RETURNING seq)
-INSERT INTO resources (rtype, id, seq, version, deleted, last_updated)
-SELECT $1::text, $2::text, h.seq, $3::bigint, $7::bigint, $4::bigint FROM h
-ON CONFLICT (rtype, id) DO UPDATE SET seq = excluded.seq, version = excluded.version,
+/// Writes a version; the compartment is the resource's first version's (`$8` for a new one).
+const PUT_VERSION: &str = "WITH k AS (
+    SELECT COALESCE((SELECT compartment FROM resources WHERE rtype = $1::text AND id = $2::text),
+        $8::text) AS compartment),
+h AS (
+    INSERT INTO resource_history (rtype, id, version, last_updated, method, body, compartment)
+    SELECT $1::text, $2::text, $3::bigint, $4::bigint, $5::text, $6::text, k.compartment FROM k
+    RETURNING seq, compartment)
+INSERT INTO resources (rtype, id, seq, version, deleted, last_updated, compartment)
+SELECT $1::text, $2::text, h.seq, $3::bigint, $7::bigint, $4::bigint, h.compartment FROM h
+ON CONFLICT (compartment, rtype, id) DO UPDATE SET seq = excluded.seq, version = excluded.version,
     deleted = excluded.deleted, last_updated = excluded.last_updated
     WHERE resources.version < excluded.version
-RETURNING rid";
+RETURNING rid, compartment";
 
 fn put(c: &mut PgConn, v: NewVersion) -> FhirResult<Version> {
     use postgres::error::SqlState;
@@ -886,6 +906,7 @@ fn put(c: &mut PgConn, v: NewVersion) -> FhirResult<Version> {
                 &v.method.as_http(),
                 &v.body.as_deref().map(text).as_deref(),
                 &deleted,
+                &text(&v.compartment).as_ref(),
             ],
         )
         .map_err(|e| match e.code() {
@@ -896,7 +917,8 @@ fn put(c: &mut PgConn, v: NewVersion) -> FhirResult<Version> {
         return Err(conflict());
     };
     let rid: i64 = row.try_get(0)?;
-    search::replace_index(c, rid, &v.rtype, v.version > 1, &v.index)?;
+    let compartment: &str = row.try_get(1)?;
+    search::replace_index(c, rid, &v.rtype, compartment, v.version > 1, &v.index)?;
     Ok(Version {
         rtype: v.rtype,
         id: v.id,

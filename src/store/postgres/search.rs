@@ -22,23 +22,23 @@ const REPLACE_INDEX: &str = "WITH
  d5 AS (DELETE FROM idx_number WHERE rid = $1::bigint AND $3::boolean),
  d6 AS (DELETE FROM idx_quantity WHERE rid = $1::bigint AND $3::boolean),
  d7 AS (DELETE FROM idx_uri WHERE rid = $1::bigint AND $3::boolean),
- i1 AS (INSERT INTO idx_string (rid, rtype, param, grp, norm, exact)
-    SELECT $1::bigint, $2::text, * FROM UNNEST($4::text[], $5::bigint[], $6::text[], $7::text[])),
- i2 AS (INSERT INTO idx_token (rid, rtype, param, grp, system, code, text, of_type)
-    SELECT $1::bigint, $2::text, * FROM UNNEST($8::text[], $9::bigint[], $10::text[], $11::text[],
+ i1 AS (INSERT INTO idx_string (rid, compartment, rtype, param, grp, norm, exact)
+    SELECT $1::bigint, $35::text, $2::text, * FROM UNNEST($4::text[], $5::bigint[], $6::text[], $7::text[])),
+ i2 AS (INSERT INTO idx_token (rid, compartment, rtype, param, grp, system, code, text, of_type)
+    SELECT $1::bigint, $35::text, $2::text, * FROM UNNEST($8::text[], $9::bigint[], $10::text[], $11::text[],
         $12::text[], $13::text[])),
- i3 AS (INSERT INTO idx_reference (rid, rtype, param, grp, target_type, target_id, url)
-    SELECT $1::bigint, $2::text, * FROM UNNEST($14::text[], $15::bigint[], $16::text[], $17::text[],
+ i3 AS (INSERT INTO idx_reference (rid, compartment, rtype, param, grp, target_type, target_id, url)
+    SELECT $1::bigint, $35::text, $2::text, * FROM UNNEST($14::text[], $15::bigint[], $16::text[], $17::text[],
         $18::text[])),
- i4 AS (INSERT INTO idx_date (rid, rtype, param, grp, low, high)
-    SELECT $1::bigint, $2::text, * FROM UNNEST($19::text[], $20::bigint[], $21::bigint[], $22::bigint[])),
- i5 AS (INSERT INTO idx_number (rid, rtype, param, grp, value)
-    SELECT $1::bigint, $2::text, * FROM UNNEST($23::text[], $24::bigint[], $25::float8[])),
- i6 AS (INSERT INTO idx_quantity (rid, rtype, param, grp, value, system, code, unit)
-    SELECT $1::bigint, $2::text, * FROM UNNEST($26::text[], $27::bigint[], $28::float8[], $29::text[],
+ i4 AS (INSERT INTO idx_date (rid, compartment, rtype, param, grp, low, high)
+    SELECT $1::bigint, $35::text, $2::text, * FROM UNNEST($19::text[], $20::bigint[], $21::bigint[], $22::bigint[])),
+ i5 AS (INSERT INTO idx_number (rid, compartment, rtype, param, grp, value)
+    SELECT $1::bigint, $35::text, $2::text, * FROM UNNEST($23::text[], $24::bigint[], $25::float8[])),
+ i6 AS (INSERT INTO idx_quantity (rid, compartment, rtype, param, grp, value, system, code, unit)
+    SELECT $1::bigint, $35::text, $2::text, * FROM UNNEST($26::text[], $27::bigint[], $28::float8[], $29::text[],
         $30::text[], $31::text[])),
- i7 AS (INSERT INTO idx_uri (rid, rtype, param, grp, uri)
-    SELECT $1::bigint, $2::text, * FROM UNNEST($32::text[], $33::bigint[], $34::text[]))
+ i7 AS (INSERT INTO idx_uri (rid, compartment, rtype, param, grp, uri)
+    SELECT $1::bigint, $35::text, $2::text, * FROM UNNEST($32::text[], $33::bigint[], $34::text[]))
 SELECT 1";
 
 /// Column arrays for one index table, filled row by row.
@@ -95,6 +95,7 @@ pub(super) fn replace_index(
     c: &mut PgConn,
     rid: i64,
     rtype: &str,
+    compartment: &str,
     clear: bool,
     rows: &[IndexRow],
 ) -> FhirResult<()> {
@@ -155,7 +156,7 @@ pub(super) fn replace_index(
     }
     let rtype = text(rtype);
     let rtype = rtype.as_ref();
-    let args: [&(dyn ToSql + Sync); 34] = [
+    let args: [&(dyn ToSql + Sync); 35] = [
         &rid,
         &rtype,
         &clear,
@@ -190,6 +191,7 @@ pub(super) fn replace_index(
         &u.param,
         &u.grp,
         &u.texts(0),
+        &compartment,
     ];
     c.query(REPLACE_INDEX, &args)?;
     Ok(())
