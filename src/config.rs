@@ -260,6 +260,10 @@ pub struct ServeArgs {
     /// How often the Subscription worker looks for changes to notify, in milliseconds.
     #[arg(long, env = "FP_SUBSCRIPTION_INTERVAL_MS", default_value_t = 1000)]
     pub subscription_interval_ms: u64,
+    /// A PostgreSQL read replica (hot standby of `--database`) that serves searches; reads by
+    /// id, history, operations and writes stay on the primary.
+    #[arg(long, env = "FP_READ_DATABASE")]
+    pub read_database: Option<String>,
     /// The most consenting patients a search names one by one in its consent criterion;
     /// beyond it the query finds them through their active privacy Consents (a join) and each
     /// match is decided in turn.

@@ -188,7 +188,11 @@ async fn handle(
                 return bundle_interaction(ctx, store, &req);
             }
             if interactions::is_read(&req) {
-                let mut reader = store.reader()?;
+                let mut reader = if interactions::is_search(&req) {
+                    store.search_reader()?
+                } else {
+                    store.reader()?
+                };
                 return interactions::execute_read(ctx, reader.as_mut(), &req);
             }
             let mut tx = store.begin()?;

@@ -38,7 +38,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .unwrap_or_else(|| default_base_url(scheme, addr));
     let base_url = base_url.trim_end_matches('/').to_string();
 
-    let store = store::open(&args.db.database).map_err(|e| e.to_string())?;
+    let store = store::open_with_replica(&args.db.database, args.read_database.as_deref())
+        .map_err(|e| e.to_string())?;
     let search = Arc::new(SearchRegistry::load().map_err(|e| e.to_string())?);
     let statement = capabilities::build(&base_url, &search).map_err(|e| e.to_string())?;
     let ctx = Arc::new(Ctx {

@@ -346,6 +346,15 @@ pub fn is_read(req: &FhirRequest) -> bool {
     }
 }
 
+/// Whether a request is a search (`GET [type]`, `POST [type]/_search`), which a read replica
+/// may serve.
+pub fn is_search(req: &FhirRequest) -> bool {
+    matches!(
+        (&req.method, &req.target),
+        (&Method::GET | &Method::HEAD, Target::Type(_)) | (&Method::POST, Target::TypeSearch(_))
+    )
+}
+
 fn not_allowed(req: &FhirRequest) -> FhirError {
     FhirError::MethodNotAllowed(format!("{} is not supported on this path", req.method))
 }

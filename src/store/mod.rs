@@ -198,6 +198,11 @@ pub trait StoreTx: Reader {
 pub trait Store: Send + Sync {
     /// A reader (pooled connection).
     fn reader(&self) -> FhirResult<Box<dyn Reader + '_>>;
+    /// A reader for searches: a read replica's connection where one is configured (it may lag
+    /// the primary), else [`Store::reader`].
+    fn search_reader(&self) -> FhirResult<Box<dyn Reader + '_>> {
+        self.reader()
+    }
     /// Start a write transaction (serialised with other writers).
     fn begin(&self) -> FhirResult<Box<dyn StoreTx + '_>>;
     /// Check the database answers.
@@ -235,6 +240,24 @@ pub struct Record {
     pub value: String,
     /// Seconds since the epoch; `None` = never.
     pub expires: Option<i64>,
+}
+
+/// Open the store a `--database` URL names, with searches served by the replica `read_url`
+/// names (PostgreSQL only).
+pub fn open_with_replica(url: &str, read_url: Option<&str>) -> FhirResult<Arc<dyn Store>> {
+    let Some(read_url) = read_url else {
+        return open(url);
+    };
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        || !(read_url.starts_with("postgres://") || read_url.starts_with("postgresql://"))
+    {
+        return Err(FhirError::bad_request(
+            "a read database needs PostgreSQL for both --database and --read-database",
+        ));
+    }
+    Ok(Arc::new(
+        postgres::PgStore::open(url)?.with_replica(read_url)?,
+    ))
 }
 
 /// Open the store a `--database` URL names.

@@ -486,6 +486,11 @@ impl Server {
     /// made for one are valid at both), clients and keys. [`base`](Self::base) is where this
     /// instance listens; bundle links name the shared public base. Drop it before `self`.
     pub fn sibling(&self) -> Server {
+        self.sibling_with(&[])
+    }
+
+    /// [`sibling`](Self::sibling) with more `serve` arguments.
+    pub fn sibling_with(&self, extra: &[&str]) -> Server {
         let listen = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("pick a free port");
@@ -493,6 +498,7 @@ impl Server {
         options
             .args
             .extend(["--base-url".to_string(), self.base.clone()]);
+        options.args.extend(extra.iter().map(|a| a.to_string()));
         let mut sibling = Server {
             child: None,
             base: String::new(),

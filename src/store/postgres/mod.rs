@@ -292,10 +292,31 @@ impl r2d2::HandleError<postgres::Error> for LogErrors {
 
 type Pooled = r2d2::PooledConnection<Manager>;
 
+/// A connection pool for the database a `postgres://` URL names.
+fn pool(url: &str) -> FhirResult<r2d2::Pool<Manager>> {
+    let mut config = postgres::Config::from_str(url)
+        .map_err(|e| FhirError::bad_request(format!("invalid PostgreSQL URL: {e}")))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("foster-passport");
+    }
+    Ok(r2d2::Pool::builder()
+        .max_size(POOL_MAX)
+        // Connections open on demand: CLI commands need one, an idle instance few.
+        .min_idle(Some(1))
+        .connection_timeout(CHECKOUT_TIMEOUT)
+        .error_handler(Box::new(LogErrors))
+        .build_unchecked(Manager { config, tls: NoTls }))
+}
+
 /// PostgreSQL-backed [`Store`].
 pub struct PgStore {
     /// `None` only while dropping.
     pool: Option<r2d2::Pool<Manager>>,
+    /// A read replica's pool for searches (`--read-database`).
+    replica: Option<r2d2::Pool<Manager>>,
     /// This process's writers queue here, as on SQLite's writer connection, so that waiting
     /// writers do not each hold a pooled connection that readers need; across processes the
     /// advisory lock orders them.
@@ -305,27 +326,28 @@ pub struct PgStore {
 impl PgStore {
     /// Connect to the database a `postgres://` URL names and run pending migrations.
     pub fn open(url: &str) -> FhirResult<Self> {
-        let mut config = postgres::Config::from_str(url)
-            .map_err(|e| FhirError::bad_request(format!("invalid PostgreSQL URL: {e}")))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("foster-passport");
-        }
-        let pool = r2d2::Pool::builder()
-            .max_size(POOL_MAX)
-            // Connections open on demand: CLI commands need one, an idle instance few.
-            .min_idle(Some(1))
-            .connection_timeout(CHECKOUT_TIMEOUT)
-            .error_handler(Box::new(LogErrors))
-            .build_unchecked(Manager { config, tls: NoTls });
         let store = PgStore {
-            pool: Some(pool),
+            pool: Some(pool(url)?),
+            replica: None,
             writer: Mutex::new(()),
         };
         unblocked(|| store.migrate())?;
         Ok(store)
+    }
+
+    /// Serve searches from the replica `url` names (a hot standby of this database; it is
+    /// never written or migrated).
+    pub fn with_replica(mut self, url: &str) -> FhirResult<Self> {
+        self.replica = Some(pool(url)?);
+        Ok(self)
+    }
+
+    fn checkout_replica(&self) -> Option<FhirResult<Pooled>> {
+        self.replica.as_ref().map(|pool| {
+            pool.get().map_err(|e| {
+                FhirError::Unavailable(format!("the PostgreSQL read replica is unavailable: {e}"))
+            })
+        })
     }
 
     fn checkout(&self) -> FhirResult<Pooled> {
@@ -390,9 +412,8 @@ impl PgStore {
 impl Drop for PgStore {
     fn drop(&mut self) {
         // Closing a connection blocks on its runtime, which async code may not.
-        if let Some(pool) = self.pool.take() {
-            unblocked(move || drop(pool));
-        }
+        let pools = (self.pool.take(), self.replica.take());
+        unblocked(move || drop(pools));
     }
 }
 
@@ -515,6 +536,13 @@ impl Store for PgStore {
     fn reader(&self) -> FhirResult<Box<dyn Reader + '_>> {
         let conn = unblocked(|| self.checkout())?;
         Ok(Box::new(PgReader { conn: Some(conn) }))
+    }
+
+    fn search_reader(&self) -> FhirResult<Box<dyn Reader + '_>> {
+        match unblocked(|| self.checkout_replica()) {
+            Some(conn) => Ok(Box::new(PgReader { conn: Some(conn?) })),
+            None => self.reader(),
+        }
     }
 
     fn begin(&self) -> FhirResult<Box<dyn StoreTx + '_>> {
