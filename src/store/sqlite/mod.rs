@@ -344,26 +344,29 @@ fn newest_body(conn: &Connection, rtype: &str) -> FhirResult<Option<String>> {
         .flatten())
 }
 
+/// A `SELECT seq, rtype, id, version, last_updated, method, body` row of `resource_history`.
+fn seq_and_version(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Version)> {
+    let method: String = row.get(5)?;
+    let body: Option<String> = row.get(6)?;
+    Ok((
+        row.get::<_, i64>(0)?,
+        Version {
+            rtype: row.get(1)?,
+            id: row.get(2)?,
+            version: row.get::<_, i64>(3)? as u64,
+            last_updated: millis_to_utc(row.get(4)?),
+            method: WriteMethod::from_http(&method),
+            body: body.map(Arc::from),
+        },
+    ))
+}
+
 fn versions_after(conn: &Connection, after: i64, count: usize) -> FhirResult<Vec<(i64, Version)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT seq, rtype, id, version, last_updated, method, body FROM resource_history
          WHERE seq > ?1 ORDER BY seq LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![after, count as i64], |row| {
-        let method: String = row.get(5)?;
-        let body: Option<String> = row.get(6)?;
-        Ok((
-            row.get::<_, i64>(0)?,
-            Version {
-                rtype: row.get(1)?,
-                id: row.get(2)?,
-                version: row.get::<_, i64>(3)? as u64,
-                last_updated: millis_to_utc(row.get(4)?),
-                method: WriteMethod::from_http(&method),
-                body: body.map(Arc::from),
-            },
-        ))
-    })?;
+    let rows = stmt.query_map(params![after, count as i64], seq_and_version)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
@@ -649,21 +652,7 @@ fn history(conn: &Connection, q: &HistoryQuery) -> FhirResult<HistoryPage> {
          {page_where} ORDER BY seq DESC LIMIT ?"
     ))?;
     let entries = stmt
-        .query_map(params_from_iter(args.iter()), |row| {
-            let body: Option<String> = row.get(6)?;
-            let method: String = row.get(5)?;
-            Ok((
-                row.get::<_, i64>(0)?,
-                Version {
-                    rtype: row.get(1)?,
-                    id: row.get(2)?,
-                    version: row.get::<_, i64>(3)? as u64,
-                    last_updated: millis_to_utc(row.get(4)?),
-                    method: WriteMethod::from_http(&method),
-                    body: body.map(Arc::from),
-                },
-            ))
-        })?
+        .query_map(params_from_iter(args.iter()), seq_and_version)?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(HistoryPage {
         entries,
