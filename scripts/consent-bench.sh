@@ -16,6 +16,7 @@ base=http://127.0.0.1:$port/fhir
 FP_LOG=warn $bin serve --database "$database" --listen 127.0.0.1:$port >"$work/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
+trap 'exit 143' INT TERM
 for _ in $(seq 1 100); do grep -q listening "$work/server.log" && break; sleep 0.1; done
 grep -q listening "$work/server.log" || { cat "$work/server.log" >&2; exit 1; }
 $bin keygen --alg es384 --out "$work/custodian" >/dev/null

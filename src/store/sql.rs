@@ -268,6 +268,28 @@ fn criterion(sql: &mut Sql, c: &Criterion, alias: &str, rtype: &str) {
             param,
             target_type,
             inner,
+        } if sql.correlated && sql.in_any > 0 => {
+            // As for a Match inside an OR: follow the few candidate rows' references rather
+            // than list every resource the chain reaches.
+            let (x, target) = (sql.alias("e"), sql.alias("c"));
+            sql.push(&format!(
+                "EXISTS (SELECT 1 FROM idx_reference {x} JOIN resources {target} \
+                 ON {target}.rtype = {x}.target_type AND {target}.id = {x}.target_id \
+                 WHERE {x}.rid = {alias}.rid AND {x}.rtype = "
+            ));
+            sql.arg(rtype.to_string());
+            sql.push(&format!(" AND {x}.param = "));
+            sql.arg(param.code.clone());
+            sql.push(&format!(" AND {x}.target_type = "));
+            sql.arg(target_type.clone());
+            sql.push(&format!(" AND {target}.deleted = 0"));
+            criteria(sql, inner, &target, target_type);
+            sql.push(")");
+        }
+        Criterion::Chain {
+            param,
+            target_type,
+            inner,
         } => {
             let target = sql.alias("c");
             sql.push(&format!(
@@ -294,6 +316,28 @@ fn criterion(sql: &mut Sql, c: &Criterion, alias: &str, rtype: &str) {
                 sql.push(")");
             }
             sql.in_any -= 1;
+            sql.push(")");
+        }
+        Criterion::Has {
+            source_type,
+            param,
+            inner,
+        } if sql.correlated && sql.in_any > 0 => {
+            // The few candidate rows' referrers, through the index on reference targets.
+            let (reference, source) = (sql.alias("x"), sql.alias("h"));
+            sql.push(&format!(
+                "EXISTS (SELECT 1 FROM idx_reference {reference} JOIN resources {source} \
+                 ON {source}.rid = {reference}.rid WHERE {reference}.target_type = "
+            ));
+            sql.arg(rtype.to_string());
+            sql.push(&format!(
+                " AND {reference}.target_id = {alias}.id AND {reference}.rtype = "
+            ));
+            sql.arg(source_type.clone());
+            sql.push(&format!(" AND {reference}.param = "));
+            sql.arg(param.code.clone());
+            sql.push(&format!(" AND {source}.deleted = 0"));
+            criteria(sql, inner, &source, source_type);
             sql.push(")");
         }
         Criterion::Has {
