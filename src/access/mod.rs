@@ -285,6 +285,7 @@ struct Participant {
 #[derive(Debug)]
 pub struct ConsentCache {
     current: parking_lot::Mutex<Option<Arc<CompiledConsents>>>,
+    building: parking_lot::Mutex<()>,
     statewide: Arc<Vec<consent::Compiled>>,
     /// See [`DEFAULT_INLINE_PATIENTS`].
     inline_patients: usize,
@@ -300,6 +301,7 @@ impl Default for ConsentCache {
     fn default() -> Self {
         ConsentCache {
             current: Default::default(),
+            building: Default::default(),
             statewide: Default::default(),
             inline_patients: DEFAULT_INLINE_PATIENTS,
         }
@@ -342,6 +344,13 @@ impl ConsentCache {
             reader.last_change("CareTeam")?,
             reader.last_change("PractitionerRole")?,
         );
+        if let Some(c) = self.current.lock().as_ref()
+            && c.key == key
+        {
+            return Ok(c.clone());
+        }
+        // One compilation at a time: the others wait for it rather than repeat it.
+        let _building = self.building.lock();
         if let Some(c) = self.current.lock().as_ref()
             && c.key == key
         {
@@ -504,16 +513,15 @@ impl ConsentContext {
     fn load(ctx: &Ctx, reader: &mut dyn Reader, r: &Requester) -> FhirResult<Arc<ConsentContext>> {
         let compiled = ctx.consents.get(ctx, reader)?;
         let key = requester_key(r);
-        if let Some((made, view)) = compiled.views.lock().get(&key)
+        // Made under the lock, so requests arriving as a view expires wait for one new view.
+        let mut views = compiled.views.lock();
+        if let Some((made, view)) = views.get(&key)
             && made.elapsed() < VIEW_TTL
         {
             return Ok(view.clone());
         }
         let view = Arc::new(Self::make(ctx, &compiled, r));
-        compiled
-            .views
-            .lock()
-            .insert(key, (std::time::Instant::now(), view.clone()));
+        views.insert(key, (std::time::Instant::now(), view.clone()));
         Ok(view)
     }
 
@@ -1037,13 +1045,16 @@ impl Access {
                     return Ok(None);
                 }
                 let loaded = self.consents(ctx, reader)?;
-                let cached = loaded.types.lock().get(rtype).cloned();
-                let access = match cached {
-                    Some(a) => a,
-                    None => {
-                        let built = Arc::new(self.type_access(ctx, &loaded, rtype));
-                        loaded.types.lock().insert(rtype.to_string(), built.clone());
-                        built
+                // Built under the lock: concurrent searches wait for one build, not each make it.
+                let access = {
+                    let mut types = loaded.types.lock();
+                    match types.get(rtype) {
+                        Some(a) => a.clone(),
+                        None => {
+                            let built = Arc::new(self.type_access(ctx, &loaded, rtype));
+                            types.insert(rtype.to_string(), built.clone());
+                            built
+                        }
                     }
                 };
                 if !access.exact {

@@ -188,9 +188,16 @@ fn criterion(sql: &mut Sql, c: &Criterion, alias: &str, rtype: &str) {
             if sql.correlated && sql.in_any > 0 {
                 // Access criteria list thousands of patients: check the few candidate rows
                 // instead of listing every row of every patient.
+                // SQLite would rather walk the (rtype, param, value) index over every row with
+                // the value (all active Consents, say) than look up the one row: `+` rules it out.
                 let x = sql.alias("e");
+                let plus = if sql.dialect == Dialect::Sqlite {
+                    "+"
+                } else {
+                    ""
+                };
                 sql.push(&format!(
-                    "{not}EXISTS (SELECT 1 FROM {} {x} WHERE {x}.rid = {alias}.rid AND {x}.rtype = ",
+                    "{not}EXISTS (SELECT 1 FROM {} {x} WHERE {x}.rid = {alias}.rid AND {plus}{x}.rtype = ",
                     table(param.kind)
                 ));
             } else {

@@ -103,6 +103,7 @@ pub fn search(conn: &Connection, q: &Query) -> FhirResult<Page> {
     };
     let backwards = q.cursor.as_ref().is_some_and(|c| c.backwards);
     let sql = sql::page(Dialect::Sqlite, q);
+    tracing::trace!(sql = %sql.text, args = ?sql.args, "search page");
     let mut stmt = conn.prepare_cached(&sql.text)?;
     let keys = q.sort.len();
     let mut matches = stmt
@@ -146,6 +147,7 @@ pub fn search(conn: &Connection, q: &Query) -> FhirResult<Page> {
 
 fn count(conn: &Connection, q: &Query) -> FhirResult<u64> {
     let sql = sql::count(Dialect::Sqlite, q);
+    tracing::trace!(sql = %sql.text, args = ?sql.args, "search count");
     let n: i64 = conn
         .prepare_cached(&sql.text)?
         .query_row(params_from_iter(sql.args.iter()), |r| r.get(0))?;
