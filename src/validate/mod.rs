@@ -131,6 +131,19 @@ impl Profiles {
         self.structures.get(strip_version(url))
     }
 
+    /// The urls of our profiles of resource type `rtype`, sorted (the CapabilityStatement's
+    /// `supportedProfile`).
+    pub fn resource_profiles(&self, rtype: &str) -> Vec<&str> {
+        let mut urls: Vec<&str> = self
+            .structures
+            .values()
+            .filter(|p| p.kind_is_resource() && p.rtype == rtype)
+            .map(|p| p.url.as_str())
+            .collect();
+        urls.sort();
+        urls
+    }
+
     /// A value set by canonical url.
     pub fn value_set(&self, url: &str) -> Option<&ValueSet> {
         self.value_sets.get(strip_version(url))
