@@ -1,5 +1,7 @@
 //! Profiles and validation (issue 6, DESIGN.md section 6): every file in `profiles/` is valid
-//! R4 and its snapshot is what `scripts/gen_profile_snapshots.py` makes of its differential;
+//! R4 to the server's parser, the HL7 JSON Schema and fhir.resources, and its snapshot is what
+//! `scripts/gen_profile_snapshots.py` makes of its differential; the CapabilityStatement names
+//! the profiles;
 //! the demo data validates against the profiles it claims; a write of a resource that claims
 //! one of our profiles and fails it gets 422 with the element path of each issue and stores
 //! nothing, on create, update, PATCH and in a batch, and `$validate` reports the same paths;
@@ -22,6 +24,26 @@ fn maria(id: &str) -> Value {
     p
 }
 
+/// A JV-220 psychotropic medication authorization by the juvenile court (no demo file has one).
+fn jv220(id: &str) -> Value {
+    json!({
+        "resourceType": "Consent",
+        "id": id,
+        "meta": { "profile": [format!("{SD}jv220-medication-consent")] },
+        "status": "active",
+        "scope": { "coding": [{ "system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "treatment" }] },
+        "category": [{ "coding": [{ "system": "http://loinc.org", "code": "59284-0" }] }],
+        "patient": { "reference": "Patient/youth-maria-lopez" },
+        "dateTime": "2026-09-02",
+        "performer": [{ "reference": "Organization/la-juvenile-court", "display": "Los Angeles County Juvenile Court" }],
+        "provision": {
+            "type": "permit",
+            "period": { "start": "2026-09-02", "end": "2027-03-01" },
+            "data": [{ "meaning": "instance", "reference": { "reference": "MedicationRequest/medrx-maria-sertraline" } }]
+        }
+    })
+}
+
 /// The element paths of an OperationOutcome's error issues, sorted.
 fn paths(resp: &Resp) -> Vec<String> {
     let mut out: Vec<String> = resp.body["issue"]
@@ -41,21 +63,64 @@ fn sorted(paths: &[&str]) -> Vec<String> {
     v
 }
 
-#[test]
-fn every_profile_file_is_valid_r4_and_snapshots_are_generated() {
+#[tokio::test(flavor = "multi_thread")]
+async fn every_profile_file_is_valid_r4_and_snapshots_are_generated() {
+    let server = Server::start();
+    let admin = server.client();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles");
-    let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
-        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    for path in &files {
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        // The HL7 R4 JSON Schema.
         let problems = common::schema::check_resource(&v);
         assert!(problems.is_empty(), "{}: {problems:#?}", path.display());
-        seen += 1;
+        // The server's own parser (structure check and the fhirbolt R4 model), through
+        // `$validate`, and a create that stores it.
+        let rtype = v["resourceType"].as_str().unwrap();
+        let resp = admin
+            .post_json(&format!("{rtype}/$validate"), &v)
+            .await
+            .expect_status(200);
+        assert_eq!(
+            resp.body["issue"][0]["severity"],
+            "information",
+            "{}: {}",
+            path.display(),
+            resp.text
+        );
+        let id = v["id"].as_str().unwrap();
+        admin
+            .put_json(&format!("{rtype}/{id}"), &v)
+            .await
+            .expect_status(201);
     }
-    assert!(seen >= 20, "profiles/ holds the profiles and terminology");
+    assert_eq!(
+        files.len(),
+        21,
+        "profiles/ holds 9 StructureDefinitions, 6 CodeSystems, 6 ValueSets"
+    );
+    // fhir.resources 6.4.0 (FHIR 4.0.1), a model nobody here wrote.
+    let out = std::process::Command::new(common::clients::py_r4())
+        .arg(common::clients::scripts_dir().join("r4_check.py"))
+        .args(&files)
+        .output()
+        .expect("run r4_check.py");
+    assert!(
+        out.status.success(),
+        "fhir.resources refuses files of profiles/:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("ok {}", files.len())
+    );
+    // The snapshots are the generator's.
     let out = std::process::Command::new("python3")
         .arg("scripts/gen_profile_snapshots.py")
         .arg("--check")
@@ -68,6 +133,41 @@ fn every_profile_file_is_valid_r4_and_snapshots_are_generated() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // The CapabilityStatement names each resource profile for its type.
+    let cs = server
+        .anonymous_client()
+        .get("metadata")
+        .await
+        .expect_status(200);
+    let supported = |t: &str| -> Vec<String> {
+        cs.body["rest"][0]["resource"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["type"] == t)
+            .and_then(|r| r["supportedProfile"].as_array())
+            .into_iter()
+            .flatten()
+            .map(|u| u.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(supported("Patient"), [format!("{SD}foster-youth-patient")]);
+    assert_eq!(
+        supported("CareTeam"),
+        [format!("{SD}foster-youth-careteam")]
+    );
+    assert_eq!(
+        supported("ServiceRequest"),
+        [format!("{SD}foster-youth-servicerequest")]
+    );
+    assert_eq!(
+        supported("Consent"),
+        [
+            format!("{SD}foster-youth-privacy-consent"),
+            format!("{SD}jv220-medication-consent")
+        ]
+    );
+    assert!(supported("Observation").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -84,6 +184,7 @@ async fn the_demo_data_validates_against_its_profiles() {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     files.sort();
+    let demo_files = files.clone();
     for path in files {
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let rtype = v["resourceType"].as_str().unwrap();
@@ -112,6 +213,17 @@ async fn the_demo_data_validates_against_its_profiles() {
         );
     }
     assert_eq!(claimed, 50);
+    // fhir.resources agrees the demo is valid R4.
+    let out = std::process::Command::new(common::clients::py_r4())
+        .arg(common::clients::scripts_dir().join("r4_check.py"))
+        .args(&demo_files)
+        .output()
+        .expect("run r4_check.py");
+    assert!(
+        out.status.success(),
+        "fhir.resources refuses demo files:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // The stored youth, through the instance form with a Parameters body.
     let stored = admin.read("Patient", "youth-maria-lopez").await;
     let resp = admin
@@ -223,6 +335,54 @@ fn cases() -> Vec<Case> {
         &|b| b["scope"]["coding"][0]["code"] = json!("treatment"),
         &["Consent.scope"],
     );
+    case(
+        "a performer kind outside its value set",
+        &consent,
+        &|b| {
+            b["performer"][0]["extension"] = json!([{
+                "url": format!("{SD}consent-performer-kind"),
+                "valueCoding": { "system": "http://foster-passport.example/fhir/CodeSystem/consent-performer-kind", "code": "foster-parent" } }])
+        },
+        &["Consent.performer[0].extension[0].valueCoding.code"],
+    );
+    case(
+        "a privacy Consent that neither permits nor denies (invariant fyc-1)",
+        &consent,
+        &|b| {
+            b["provision"].as_object_mut().unwrap().remove("type");
+        },
+        &["Consent"],
+    );
+    let jv220 = jv220("jv");
+    case(
+        "a JV-220 authorization signed by a practitioner",
+        &jv220,
+        &|b| b["performer"][0] = json!({ "reference": "Practitioner/sw-1" }),
+        &["Consent.performer[0].reference"],
+    );
+    case(
+        "a JV-220 authorization with two performers",
+        &jv220,
+        &|b| {
+            b["performer"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({ "reference": "Organization/other-court" }))
+        },
+        &["Consent.performer[1]"],
+    );
+    case(
+        "a JV-220 authorization of a Condition (invariant jv-1)",
+        &jv220,
+        &|b| b["provision"]["data"][0]["reference"]["reference"] = json!("Condition/c-1"),
+        &["Consent"],
+    );
+    case(
+        "a JV-220 authorization with a privacy scope (pattern)",
+        &jv220,
+        &|b| b["scope"]["coding"][0]["code"] = json!("patient-privacy"),
+        &["Consent.scope"],
+    );
     let careteam: Value =
         serde_json::from_str(include_str!("../demo/CareTeam-careteam-maria-lopez.json")).unwrap();
     case(
@@ -231,6 +391,14 @@ fn cases() -> Vec<Case> {
         &|b| b["participant"][1]["role"][0]["coding"][0]["code"] = json!("foster-mother"),
         &["CareTeam.participant[1].role[0].coding[0].code"],
     );
+    case(
+        "a care team member without a role",
+        &careteam,
+        &|b| {
+            b["participant"][1].as_object_mut().unwrap().remove("role");
+        },
+        &["CareTeam.participant[1].role"],
+    );
     let sr: Value =
         serde_json::from_str(include_str!("../demo/ServiceRequest-sr-andre-ecm.json")).unwrap();
     case(
@@ -238,6 +406,29 @@ fn cases() -> Vec<Case> {
         &sr,
         &|b| b["subject"] = json!({ "reference": "Group/g1" }),
         &["ServiceRequest.subject.reference"],
+    );
+    case(
+        "a service request category we do not know",
+        &sr,
+        &|b| b["category"][0]["coding"][0]["code"] = json!("housing"),
+        &["ServiceRequest.category[0].coding[0].code"],
+    );
+    case(
+        "a service request with two categories",
+        &sr,
+        &|b| {
+            let c = b["category"][0].clone();
+            b["category"].as_array_mut().unwrap().push(c);
+        },
+        &["ServiceRequest.category[1]"],
+    );
+    case(
+        "a service request without its authoring date",
+        &sr,
+        &|b| {
+            b.as_object_mut().unwrap().remove("authoredOn");
+        },
+        &["ServiceRequest.authoredOn"],
     );
     out
 }
@@ -484,4 +675,96 @@ async fn instance_validate_of_a_hidden_resource_answers_as_missing() {
         .await
         .expect_status(200);
     assert_eq!(resp.body["issue"][0]["severity"], "information");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_reports_base_problems_and_needs_a_token_and_a_write_scope() {
+    let server = Server::start();
+    let admin = server.client();
+    // Base-spec problems are the answer (200), with their paths, not a refusal.
+    let mut p = maria("vb");
+    p["birthDate"] = json!("2011-02-30");
+    let resp = admin
+        .post_json("Patient/$validate", &p)
+        .await
+        .expect_status(200);
+    assert!(
+        paths(&resp).contains(&"Patient.birthDate".to_string()),
+        "{}",
+        resp.text
+    );
+    // ... which a write of the same body refuses with 400.
+    admin.put_json("Patient/vb", &p).await.expect_outcome(400);
+    // A `profile` parameter the server does not know is named.
+    let resp = admin
+        .post_json(
+            "Patient/$validate",
+            &json!({ "resourceType": "Parameters", "parameter": [
+                { "name": "resource", "resource": maria("vb") },
+                { "name": "profile", "valueUri": "http://example.org/StructureDefinition/nobody" } ] }),
+        )
+        .await
+        .expect_status(200);
+    assert_eq!(paths(&resp), ["Parameters.parameter[1].valueUri"]);
+    // A JV-220 authorization that conforms.
+    let resp = admin
+        .post_json("Consent/$validate", &jv220("jv-ok"))
+        .await
+        .expect_status(200);
+    assert_eq!(
+        resp.body["issue"][0]["severity"], "information",
+        "{}",
+        resp.text
+    );
+    // The body names another type than the URL.
+    admin
+        .post_json("Consent/$validate", &maria("vb"))
+        .await
+        .expect_outcome(400);
+
+    // No token: 401, like every FHIR route but the CapabilityStatement.
+    server
+        .anonymous_client()
+        .post_json("Patient/$validate", &maria("vb"))
+        .await
+        .expect_outcome(401);
+    // A token that may only read Patients, or write only Observations: 403 on both forms.
+    admin
+        .put_json("Patient/vb", &maria("vb"))
+        .await
+        .expect_status(201);
+    for (id, scope) in [
+        ("reader", "system/Patient.rs"),
+        ("observer", "system/Observation.cruds"),
+    ] {
+        let client = common::auth::backend_client_with_scope(
+            &server,
+            id,
+            "custodian",
+            "vb-org",
+            "TREAT",
+            scope,
+        );
+        client
+            .post_json("Patient/$validate", &maria("vb"))
+            .await
+            .expect_outcome(403);
+        client
+            .post_json("Patient/vb/$validate", &maria("vb"))
+            .await
+            .expect_outcome(403);
+    }
+    // Create (or update) alone is enough.
+    let creator = common::auth::backend_client_with_scope(
+        &server,
+        "creator",
+        "custodian",
+        "vb-org",
+        "TREAT",
+        "system/Patient.c",
+    );
+    creator
+        .post_json("Patient/$validate", &maria("vb"))
+        .await
+        .expect_status(200);
 }
