@@ -30,8 +30,8 @@ pub struct Profiles {
     value_sets: HashMap<String, ValueSet>,
 }
 
-/// The codes of a ValueSet by system; `None` = any code of that system (an external code
-/// system, checked by system only).
+/// The codes of a ValueSet by system; `None` = any code of that system (one of
+/// [`EXTERNAL_SYSTEMS`], checked by system only).
 #[derive(Debug, Default)]
 pub struct ValueSet {
     systems: HashMap<String, Option<HashSet<String>>>,
@@ -97,23 +97,8 @@ impl Profiles {
         }
         let mut sets = HashMap::new();
         for vs in value_sets {
-            let url = vs["url"].as_str().ok_or("a ValueSet has no url")?;
-            let mut set = ValueSet::default();
-            for include in vs["compose"]["include"].as_array().into_iter().flatten() {
-                let system = include["system"]
-                    .as_str()
-                    .ok_or(format!("{url}: an include without a system"))?;
-                let codes = match include["concept"].as_array() {
-                    Some(list) => Some(
-                        list.iter()
-                            .filter_map(|c| c["code"].as_str().map(String::from))
-                            .collect(),
-                    ),
-                    None => code_systems.get(system).cloned(),
-                };
-                set.systems.insert(system.to_string(), codes);
-            }
-            sets.insert(url.to_string(), set);
+            let (url, set) = compile_value_set(&vs, &code_systems)?;
+            sets.insert(url, set);
         }
         let mut compiled = HashMap::new();
         for sd in &structures {
@@ -204,6 +189,50 @@ impl Profiles {
     }
 }
 
+/// External code systems a ValueSet of ours may include whole. We hold none of their codes, so
+/// a binding to them is checked by system only; any other system must be one of our
+/// CodeSystems or list its codes in the ValueSet.
+pub const EXTERNAL_SYSTEMS: &[&str] = &[
+    "http://loinc.org",
+    "http://snomed.info/sct",
+    "http://www.nlm.nih.gov/research/umls/rxnorm",
+    "http://hl7.org/fhir/sid/icd-10-cm",
+    "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+    "http://terminology.hl7.org/CodeSystem/v3-RoleCode",
+];
+
+/// One ValueSet's `compose.include`s as codes by system.
+fn compile_value_set(
+    vs: &Value,
+    code_systems: &HashMap<String, HashSet<String>>,
+) -> Result<(String, ValueSet), String> {
+    let url = vs["url"].as_str().ok_or("a ValueSet has no url")?;
+    let mut set = ValueSet::default();
+    for include in vs["compose"]["include"].as_array().into_iter().flatten() {
+        let system = include["system"]
+            .as_str()
+            .ok_or(format!("{url}: an include without a system"))?;
+        let codes = match include["concept"].as_array() {
+            Some(list) => Some(
+                list.iter()
+                    .filter_map(|c| c["code"].as_str().map(String::from))
+                    .collect(),
+            ),
+            None => match code_systems.get(system) {
+                Some(codes) => Some(codes.clone()),
+                None if EXTERNAL_SYSTEMS.contains(&system) => None,
+                None => {
+                    return Err(format!(
+                        "{url}: includes all of {system}, which is neither ours nor a known external system"
+                    ));
+                }
+            },
+        };
+        set.systems.insert(system.to_string(), codes);
+    }
+    Ok((url.to_string(), set))
+}
+
 fn dedup(issues: &mut Vec<Issue>) {
     let mut seen = HashSet::new();
     issues.retain(|i| seen.insert((i.expression.clone(), i.diagnostics.clone())));
@@ -224,6 +253,30 @@ fn collect_concepts(concepts: &Value, into: &mut HashSet<String>) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::{HashMap, HashSet};
+
+    use serde_json::json;
+
+    #[test]
+    fn external_systems_are_checked_by_system_only() {
+        let ours = HashMap::from([("http://x/cs".to_string(), HashSet::from(["a".to_string()]))]);
+        let vs = json!({ "url": "http://x/vs", "compose": { "include": [
+            { "system": "http://x/cs" },
+            { "system": "http://loinc.org" },
+            { "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "concept": [{ "code": "PSY" }] } ] } });
+        let (_, set) = super::compile_value_set(&vs, &ours).unwrap();
+        assert!(set.contains("http://x/cs", "a"));
+        assert!(!set.contains("http://x/cs", "b"));
+        assert!(set.contains("http://loinc.org", "59284-0"));
+        assert!(set.contains("http://loinc.org", "anything"));
+        assert!(set.contains("http://terminology.hl7.org/CodeSystem/v3-ActCode", "PSY"));
+        assert!(!set.contains("http://terminology.hl7.org/CodeSystem/v3-ActCode", "HIV"));
+        assert!(!set.contains("http://unknown.example/cs", "a"));
+        // A whole system we can check nothing of is a load error, not a silent pass.
+        let vs = json!({ "url": "http://x/vs2", "compose": { "include": [{ "system": "http://unknown.example/cs" }] } });
+        assert!(super::compile_value_set(&vs, &ours).is_err());
+    }
+
     #[test]
     fn profiles_compile() {
         let p = super::profiles();
