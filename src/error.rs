@@ -65,6 +65,9 @@ pub enum FhirError {
     /// The request is well-formed but breaks a business rule (422).
     #[error("{0}")]
     Unprocessable(String),
+    /// The resource fails one of our profiles it claims (422), one issue per element.
+    #[error("the resource fails its profile: {}", issue_list(.0))]
+    ProfileInvalid(Vec<Issue>),
     /// The database is unreachable (503).
     #[error("{0}")]
     Unavailable(String),
@@ -116,6 +119,20 @@ impl Issue {
     }
 }
 
+/// `path: text; path: text` for logs and start-up errors.
+fn issue_list(issues: &[Issue]) -> String {
+    issues
+        .iter()
+        .map(|i| match &i.expression {
+            Some(at) if !i.diagnostics.starts_with(at.as_str()) => {
+                format!("{at}: {}", i.diagnostics)
+            }
+            _ => i.diagnostics.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Shorthand result type.
 pub type FhirResult<T> = Result<T, FhirError>;
 
@@ -161,7 +178,9 @@ impl FhirError {
             FhirError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             FhirError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             FhirError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
-            FhirError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            FhirError::Unprocessable(_) | FhirError::ProfileInvalid(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             FhirError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             FhirError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -182,7 +201,7 @@ impl FhirError {
                 }
                 vec![issue]
             }
-            FhirError::Invalid(issues) => issues.clone(),
+            FhirError::Invalid(issues) | FhirError::ProfileInvalid(issues) => issues.clone(),
             FhirError::Unauthorized { message, .. } => simple("login", message),
             FhirError::Forbidden(m) => simple("forbidden", m),
             FhirError::NotFound(m) => simple("not-found", m),

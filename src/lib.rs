@@ -20,3 +20,4 @@ pub mod serve;
 pub mod state;
 pub mod store;
 pub mod subscriptions;
+pub mod validate;

@@ -41,6 +41,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let store = store::open_with_replica(&args.db.database, args.read_database.as_deref())
         .map_err(|e| e.to_string())?;
     let search = Arc::new(SearchRegistry::load().map_err(|e| e.to_string())?);
+    // Compile the profiles of `profiles/` now, not on the first write.
+    crate::validate::profiles();
     let statement = capabilities::build(&base_url, &search).map_err(|e| e.to_string())?;
     let ctx = Arc::new(Ctx {
         base_url: base_url.clone(),

@@ -19,6 +19,29 @@ pub fn parse_resource(bytes: &[u8]) -> FhirResult<Value> {
     Ok(value)
 }
 
+/// Parse a body that must be a JSON object, leaving the FHIR checks to the caller
+/// ([`base_issues`]).
+pub fn parse_object(bytes: &[u8]) -> FhirResult<Value> {
+    let value: Value = serde_json::from_slice(bytes).map_err(malformed)?;
+    if !value.is_object() {
+        return Err(FhirError::bad_value(
+            "structure",
+            "the body must be a JSON object",
+            "$this",
+        ));
+    }
+    Ok(value)
+}
+
+/// The base-spec problems of a resource value, as issues with their element paths (empty
+/// when it conforms): the same judges as [`parse_resource`], reported rather than raised.
+pub fn base_issues(value: &Value) -> Vec<Issue> {
+    match check_resource_value(value) {
+        Ok(()) => vec![],
+        Err(e) => e.issues(),
+    }
+}
+
 /// Parse a batch or transaction Bundle: the Bundle itself is checked here, each entry's resource
 /// when its entry runs, so one bad entry of a batch fails alone.
 pub fn parse_bundle(bytes: &[u8]) -> FhirResult<Value> {

@@ -92,6 +92,9 @@ pub enum BodyKind {
     Form,
     /// A batch or transaction Bundle (`POST [base]`).
     Bundle,
+    /// A JSON object judged by the handler itself (`$validate` reports base-spec problems
+    /// as its answer rather than refusing the request).
+    Json,
 }
 
 /// Which body a method on a target takes.
@@ -99,6 +102,11 @@ pub fn body_kind(method: &Method, target: &Target) -> BodyKind {
     match (method, target) {
         (&Method::POST, Target::TypeSearch(_)) => BodyKind::Form,
         (&Method::POST, Target::System) => BodyKind::Bundle,
+        (&Method::POST, Target::TypeOperation(_, op) | Target::InstanceOperation(_, _, op))
+            if op == "validate" =>
+        {
+            BodyKind::Json
+        }
         (&Method::POST | &Method::PUT, _) => BodyKind::Resource,
         (&Method::PATCH, _) => BodyKind::JsonPatch,
         _ => BodyKind::None,
@@ -183,7 +191,7 @@ pub fn parse_body(kind: BodyKind, headers: &HeaderMap, bytes: &[u8]) -> FhirResu
     };
     match kind {
         BodyKind::None => Ok((None, vec![])),
-        BodyKind::Resource | BodyKind::Bundle => {
+        BodyKind::Resource | BodyKind::Bundle | BodyKind::Json => {
             if !matches!(
                 media.as_deref(),
                 Some("application/fhir+json" | "application/json" | "application/json+fhir")
@@ -197,10 +205,10 @@ pub fn parse_body(kind: BodyKind, headers: &HeaderMap, bytes: &[u8]) -> FhirResu
                     "$this",
                 ));
             }
-            let value = if kind == BodyKind::Bundle {
-                parse::parse_bundle(bytes)?
-            } else {
-                parse::parse_resource(bytes)?
+            let value = match kind {
+                BodyKind::Bundle => parse::parse_bundle(bytes)?,
+                BodyKind::Json => parse::parse_object(bytes)?,
+                _ => parse::parse_resource(bytes)?,
             };
             Ok((Some(value), vec![]))
         }

@@ -1,6 +1,6 @@
 //! capabilities: `GET [base]/metadata`, assembled from `conformance/capability-statement.json`
 //! and what the server really implements (every resource type, interaction and search
-//! parameter listed works).
+//! parameter listed works, and each profile of `profiles/` is enforced on write).
 
 use serde_json::{Value, json};
 
@@ -36,7 +36,7 @@ pub fn build(base_url: &str, search: &SearchRegistry) -> FhirResult<Value> {
                 .params(t)
                 .map(|p| json!({ "name": p.code, "definition": p.url, "type": p.kind.code(), "documentation": p.description }))
                 .collect();
-            json!({
+            let mut resource = json!({
                 "type": t,
                 "interaction": TYPE_INTERACTIONS.iter().map(|c| json!({ "code": c })).collect::<Vec<_>>(),
                 "versioning": "versioned-update",
@@ -47,7 +47,12 @@ pub fn build(base_url: &str, search: &SearchRegistry) -> FhirResult<Value> {
                 "conditionalUpdate": true,
                 "conditionalDelete": "single",
                 "searchParam": params,
-            })
+            });
+            let profiles = crate::validate::profiles().resource_profiles(t);
+            if !profiles.is_empty() {
+                resource["supportedProfile"] = json!(profiles);
+            }
+            resource
         })
         .collect();
     let rest = &mut cs["rest"][0];

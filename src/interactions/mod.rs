@@ -93,6 +93,8 @@ impl Target {
         "Patient/ID/$everything",
         "Patient/ID/$summary",
         "Patient/ID/$change-placement",
+        "Patient/$validate",
+        "Patient/ID/$validate",
     ];
 
     /// Parse a path relative to the FHIR base (`Patient/1/_history/2`, no leading slash).
@@ -438,6 +440,11 @@ pub fn write_version(
         }
     }
     access.check_write(ctx, tx, letter, rtype, id, &body)?;
+    // A body claiming one of our profiles must conform to it (DESIGN.md section 6).
+    let issues = crate::validate::check_claimed(&body);
+    if !issues.is_empty() {
+        return Err(FhirError::ProfileInvalid(issues));
+    }
     if author.is_some() {
         set_source(&mut body, author.as_deref());
     }

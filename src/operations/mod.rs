@@ -4,6 +4,7 @@
 pub mod change_placement;
 pub mod everything;
 pub mod summary;
+pub mod validate;
 
 use axum::http::Method;
 
@@ -95,6 +96,12 @@ pub fn read(ctx: &Ctx, reader: &mut dyn Reader, req: &FhirRequest) -> FhirResult
             if t == "Patient" && op == "summary" =>
         {
             summary::summary(ctx, &req.access, reader, id, &req.query)
+        }
+        (&Method::POST, Target::TypeOperation(t, op)) if op == "validate" => {
+            validate::validate(ctx, &req.access, reader, t, None, req.body.as_ref())
+        }
+        (&Method::POST, Target::InstanceOperation(t, id, op)) if op == "validate" => {
+            validate::validate(ctx, &req.access, reader, t, Some(id), req.body.as_ref())
         }
         _ => Err(unknown(req)),
     }

@@ -5,6 +5,8 @@
 #   bash tests/clients/install.sh python   # venv target/third-party/py-smart (requirements.txt)
 #   bash tests/clients/install.sh js       # npm fhirclient@2.6.3 + playwright-core@1.65.1
 #                                          # into target/third-party/smart-js
+#   bash tests/clients/install.sh r4       # venv target/third-party/py-r4 (requirements-r4.txt):
+#                                          # fhir.resources 6.4.0, the R4 judge of tests/profiles.rs
 #
 # Chromium is the Debian package `chromium` (/usr/bin/chromium); .ci/run installs it with apt.
 set -euo pipefail
@@ -31,6 +33,25 @@ assert client.__version__ == "4.4.0", client.__version__
   cp "$here/requirements.txt" "$marker"
 }
 
+r4_env() {
+  local dir="$root/target/third-party/py-r4"
+  local marker="$dir/installed-requirements.txt"
+  if [ -f "$marker" ] && cmp -s "$marker" "$here/requirements-r4.txt"; then
+    return 0
+  fi
+  echo "installing fhir.resources into $dir" >&2
+  rm -f "$marker"
+  if [ ! -x "$dir/bin/python" ]; then
+    python3 -m venv "$dir"
+  fi
+  "$dir/bin/python" -m pip install --disable-pip-version-check --no-input -q -r "$here/requirements-r4.txt"
+  "$dir/bin/python" -c '
+from fhir.resources import __fhir_version__
+assert __fhir_version__ == "4.0.1", __fhir_version__
+'
+  cp "$here/requirements-r4.txt" "$marker"
+}
+
 js_env() {
   local dir="$root/target/third-party/smart-js"
   local want_fc="2.6.3" want_pw="1.65.1"
@@ -53,6 +74,7 @@ js_env() {
 case "${1:-}" in
   python) python_env ;;
   js) js_env ;;
-  all) python_env; js_env ;;
-  *) echo "usage: $0 python|js|all" >&2; exit 2 ;;
+  r4) r4_env ;;
+  all) python_env; js_env; r4_env ;;
+  *) echo "usage: $0 python|js|r4|all" >&2; exit 2 ;;
 esac

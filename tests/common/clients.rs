@@ -71,6 +71,20 @@ pub fn py_smart() -> PathBuf {
     python
 }
 
+/// The Python of the venv `target/third-party/py-r4` holding `fhir.resources==6.4.0` (FHIR
+/// 4.0.1) at the versions pinned in `tests/clients/requirements-r4.txt`.
+pub fn py_r4() -> PathBuf {
+    let dir = manifest_dir().join("target/third-party/py-r4");
+    let python = dir.join("bin/python");
+    let marker = dir.join("installed-requirements.txt");
+    let wanted = std::fs::read(scripts_dir().join("requirements-r4.txt"))
+        .expect("read tests/clients/requirements-r4.txt");
+    install("r4", || {
+        python.is_file() && std::fs::read(&marker).is_ok_and(|m| m == wanted)
+    });
+    python
+}
+
 fn npm_version(dir: &Path, package: &str) -> Option<String> {
     let text = std::fs::read_to_string(dir.join("node_modules").join(package).join("package.json"))
         .ok()?;
