@@ -1081,6 +1081,14 @@ async fn pages_stay_full_when_matches_are_decided_one_by_one(builder: ServerBuil
         seen,
         ["p-obs-0", "p-obs-3", "p-obs-4", "p-obs-7", "p-obs-8"]
     );
+    // One page holding every match: its total is counted from the page itself.
+    for query in [
+        "Observation?_count=20&_total=accurate",
+        "Observation?_summary=count",
+    ] {
+        let resp = pager.get(query).await.expect_status(200);
+        assert_eq!(resp.body["total"], 5, "{query}: {}", resp.text);
+    }
 }
 
 async fn data_periods_release_only_data_from_their_time(builder: ServerBuilder) {

@@ -47,7 +47,7 @@ pub fn search(
     let per_match = access.checks_each_match();
     let page = if per_match {
         let mut page = visible_page(ctx, access, reader, rtype, &req.query)?;
-        if req.query.with_total {
+        if req.query.with_total && page.total.is_none() {
             page.total = Some(exact_total(ctx, access, reader, rtype, &req.query)?);
         }
         page
@@ -113,7 +113,8 @@ fn released(
 
 /// A page of the matches consent releases, when it is decided per resource after the query:
 /// the store is read on past withheld rows until the page is full, so pages stay full and
-/// `next` is offered only when a released match follows.
+/// `next` is offered only when a released match follows. When the query asks for a total and
+/// this first page decided every match there is, the page carries that total.
 pub(crate) fn visible_page(
     ctx: &Ctx,
     access: &Access,
@@ -127,7 +128,7 @@ pub(crate) fn visible_page(
     q.with_total = false;
     // Kept in the direction of travel.
     let mut kept: Vec<Match> = Vec::new();
-    loop {
+    let decided_all = loop {
         let page = reader.search(&q)?;
         let mut examined = page.matches;
         if backwards {
@@ -148,10 +149,12 @@ pub(crate) fn visible_page(
         }
         match furthest {
             Some(cursor) if kept.len() <= want && page.more => q.cursor = Some(cursor),
-            _ => break,
+            _ => break !page.more && kept.len() <= want,
         }
-    }
+    };
     let more = kept.len() > want;
+    let total =
+        (query.with_total && query.cursor.is_none() && decided_all).then_some(kept.len() as u64);
     kept.truncate(want);
     if backwards {
         kept.reverse();
@@ -159,7 +162,7 @@ pub(crate) fn visible_page(
     Ok(Page {
         matches: kept,
         more,
-        total: None,
+        total,
     })
 }
 
