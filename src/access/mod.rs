@@ -222,11 +222,11 @@ impl ConsentContext {
     }
 }
 
-/// Every active privacy Consent, compiled and grouped by patient, and every CareTeam, as of a
-/// version of both types.
+/// Every active privacy Consent, compiled and grouped by patient, and every CareTeam, as of the
+/// newest write to a Consent, CareTeam or PractitionerRole (`key`).
 #[derive(Debug)]
 struct CompiledConsents {
-    key: (i64, i64, i64),
+    key: i64,
     by_patient: Arc<BTreeMap<String, Vec<consent::Compiled>>>,
     /// Patients whose consents name an actor, by actor; and those with a provision for anyone.
     by_actor: HashMap<String, Vec<String>>,
@@ -339,11 +339,7 @@ impl ConsentCache {
     }
 
     fn get(&self, ctx: &Ctx, reader: &mut dyn Reader) -> FhirResult<Arc<CompiledConsents>> {
-        let key = (
-            reader.last_change("Consent")?,
-            reader.last_change("CareTeam")?,
-            reader.last_change("PractitionerRole")?,
-        );
+        let key = reader.last_change(&["Consent", "CareTeam", "PractitionerRole"])?;
         if let Some(c) = self.current.lock().as_ref()
             && c.key == key
         {
@@ -362,11 +358,7 @@ impl ConsentCache {
     }
 }
 
-fn compile_all(
-    ctx: &Ctx,
-    reader: &mut dyn Reader,
-    key: (i64, i64, i64),
-) -> FhirResult<CompiledConsents> {
+fn compile_all(ctx: &Ctx, reader: &mut dyn Reader, key: i64) -> FhirResult<CompiledConsents> {
     let criteria = active_privacy_consent(ctx)?;
     let page = reader.search(&Query {
         rtype: "Consent".into(),

@@ -143,10 +143,7 @@ pub fn init_cursor(store: &dyn Store) -> FhirResult<()> {
         return Ok(());
     }
     let mut reader = store.reader()?;
-    let mut newest = 0;
-    for rtype in TYPES {
-        newest = newest.max(reader.last_change(rtype)?);
-    }
+    let newest = reader.last_change(TYPES)?;
     records.insert(RECORD_KIND, CURSOR_KEY, &newest.to_string(), None)?;
     Ok(())
 }
@@ -213,13 +210,7 @@ fn hold_lease(store: &dyn Store, instance: &str, lease_ms: i64) -> FhirResult<bo
 fn plan(store: &dyn Store, ctx: &Ctx) -> FhirResult<Vec<Delivery>> {
     let records = store.records();
     let mut reader = store.reader()?;
-    let newest = TYPES
-        .iter()
-        .map(|t| reader.last_change(t))
-        .collect::<FhirResult<Vec<_>>>()?
-        .into_iter()
-        .max()
-        .unwrap_or(0);
+    let newest = reader.last_change(TYPES)?;
     let Some(cursor) = records
         .get(RECORD_KIND, CURSOR_KEY)?
         .and_then(|c| c.parse::<i64>().ok())

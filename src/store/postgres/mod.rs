@@ -740,9 +740,9 @@ impl Drop for PgReader {
 }
 
 impl Reader for PgReader {
-    fn last_change(&mut self, rtype: &str) -> FhirResult<i64> {
+    fn last_change(&mut self, rtypes: &[&str]) -> FhirResult<i64> {
         let c = self.conn();
-        unblocked(|| last_change(c, rtype))
+        unblocked(|| last_change(c, rtypes))
     }
 
     fn newest_body(&mut self, rtype: &str) -> FhirResult<Option<String>> {
@@ -831,8 +831,8 @@ impl Drop for PgTx<'_> {
 }
 
 impl Reader for PgTx<'_> {
-    fn last_change(&mut self, rtype: &str) -> FhirResult<i64> {
-        self.exec(|c| last_change(c, rtype))
+    fn last_change(&mut self, rtypes: &[&str]) -> FhirResult<i64> {
+        self.exec(|c| last_change(c, rtypes))
     }
 
     fn newest_body(&mut self, rtype: &str) -> FhirResult<Option<String>> {
@@ -975,17 +975,18 @@ fn row_to_version(row: &Row, at: usize, rtype: String, id: String) -> FhirResult
     })
 }
 
-/// The newest history sequence of a type. Writers commit one at a time, in sequence order, so
-/// it only grows as other processes' readers see it too.
-fn last_change(c: &mut PgConn, rtype: &str) -> FhirResult<i64> {
-    let t = text(rtype);
+/// The newest history sequence of any of these types. Writers commit one at a time, in sequence
+/// order, so it only grows as other processes' readers see it too.
+fn last_change(c: &mut PgConn, rtypes: &[&str]) -> FhirResult<i64> {
+    let types: Vec<String> = rtypes.iter().map(|t| text(t).into_owned()).collect();
     Ok(c.query_one(
-        // The range (not `=`) leaves only the (rtype, seq) index to give this order: with `=`
-        // the planner walks the primary key backwards past every newer row of other types
-        // (100 ms per request once the audit trail has grown; see BENCHMARKS.md).
-        "SELECT COALESCE((SELECT seq FROM resource_history WHERE rtype >= $1 AND rtype <= $1 \
-         ORDER BY rtype DESC, seq DESC LIMIT 1), 0)",
-        &[&t.as_ref()],
+        // One round trip for all the types. The range (not `=`) leaves only the (rtype, seq)
+        // index to give this order: with `=` the planner walks the primary key backwards past
+        // every newer row of other types (100 ms per request once the audit trail has grown;
+        // see BENCHMARKS.md).
+        "SELECT COALESCE(MAX((SELECT seq FROM resource_history WHERE rtype >= t AND rtype <= t \
+         ORDER BY rtype DESC, seq DESC LIMIT 1)), 0) FROM unnest($1::text[]) AS t",
+        &[&types],
     )?
     .try_get(0)?)
 }

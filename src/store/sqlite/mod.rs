@@ -333,10 +333,14 @@ impl Drop for PooledReader<'_> {
     }
 }
 
-fn last_change(conn: &Connection, rtype: &str) -> FhirResult<i64> {
-    Ok(conn
-        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM resource_history WHERE rtype = ?1")?
-        .query_row(params![rtype], |r| r.get(0))?)
+fn last_change(conn: &Connection, rtypes: &[&str]) -> FhirResult<i64> {
+    let mut statement =
+        conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM resource_history WHERE rtype = ?1")?;
+    let mut newest = 0;
+    for rtype in rtypes {
+        newest = newest.max(statement.query_row(params![rtype], |r| r.get::<_, i64>(0))?);
+    }
+    Ok(newest)
 }
 
 fn newest_body(conn: &Connection, rtype: &str) -> FhirResult<Option<String>> {
@@ -391,10 +395,10 @@ impl Reader for PooledReader<'_> {
         )
     }
 
-    fn last_change(&mut self, rtype: &str) -> FhirResult<i64> {
+    fn last_change(&mut self, rtypes: &[&str]) -> FhirResult<i64> {
         last_change(
             self.conn.as_ref().expect("reader holds a connection"),
-            rtype,
+            rtypes,
         )
     }
 
@@ -469,8 +473,8 @@ impl Drop for SqliteTx<'_> {
 }
 
 impl Reader for SqliteTx<'_> {
-    fn last_change(&mut self, rtype: &str) -> FhirResult<i64> {
-        last_change(&self.conn, rtype)
+    fn last_change(&mut self, rtypes: &[&str]) -> FhirResult<i64> {
+        last_change(&self.conn, rtypes)
     }
 
     fn newest_body(&mut self, rtype: &str) -> FhirResult<Option<String>> {
