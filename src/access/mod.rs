@@ -1135,7 +1135,7 @@ impl Access {
             }]);
         }
         TypeAccess {
-            criterion: Criterion::AnyOf(groups),
+            criterion: Criterion::Policy(vec![Criterion::AnyOf(groups)]),
             exact,
             by_patient,
         }

@@ -211,13 +211,7 @@ fn run(cli: &Cli, dir: &std::path::Path) -> Result<()> {
             decided.saturating_record(micros(t2 - t1));
             total.saturating_record(micros(t2 - t0));
             permitted = allowed;
-            groups_in_criterion = criteria
-                .iter()
-                .map(|c| match c {
-                    Criterion::AnyOf(groups) => groups.len(),
-                    _ => 1,
-                })
-                .sum();
+            groups_in_criterion = criteria.iter().map(groups_of).sum();
         }
     }
 
@@ -328,4 +322,13 @@ fn hist() -> Histogram<u64> {
 
 fn micros(d: std::time::Duration) -> u64 {
     (d.as_micros() as u64).max(1)
+}
+
+/// How many OR groups a criterion holds (a policy counts its own criteria's groups).
+fn groups_of(c: &Criterion) -> usize {
+    match c {
+        Criterion::AnyOf(groups) => groups.len(),
+        Criterion::Policy(inner) => inner.iter().map(groups_of).sum(),
+        _ => 1,
+    }
 }

@@ -86,6 +86,10 @@ pub enum Criterion {
         /// Criteria on the referring resource.
         inner: Vec<Criterion>,
     },
+    /// Criteria the access layer adds for one requester (what its consents release), ANDed.
+    /// They are the same on each of its requests, so the SQL carries their values as literals
+    /// and a plan the database keeps for the statement knows them.
+    Policy(Vec<Criterion>),
 }
 
 /// A sort key.

@@ -65,6 +65,11 @@ pub struct Sql {
     correlated: bool,
     /// How deep inside an OR the criterion being written is.
     in_any: usize,
+    /// Inside a [`Criterion::Policy`]: text values are written as literals.
+    in_policy: usize,
+    /// Some value was written as a literal: the statement is one requester's, and a plan made
+    /// for it once holds for all its executions.
+    pub literals: bool,
 }
 
 impl Sql {
@@ -77,6 +82,8 @@ impl Sql {
             dialect,
             correlated: false,
             in_any: 0,
+            in_policy: 0,
+            literals: false,
         }
     }
 
@@ -85,9 +92,22 @@ impl Sql {
         self.text.push_str(text);
     }
 
-    /// Append a placeholder bound to `value`.
+    /// Append a placeholder bound to `value` (inside a policy, text as a quoted literal).
     pub fn arg(&mut self, value: impl Into<Arg>) {
-        self.args.push(value.into());
+        let value = value.into();
+        if self.in_policy > 0
+            && let Arg::Text(text) = &value
+            && !text.contains(['\0', '\\'])
+        {
+            // A quote is escaped by doubling it. A backslash would be an escape where
+            // PostgreSQL runs without standard_conforming_strings: such text stays bound.
+            self.text.push('\'');
+            self.text.push_str(&text.replace('\'', "''"));
+            self.text.push('\'');
+            self.literals = true;
+            return;
+        }
+        self.args.push(value);
         match self.dialect {
             Dialect::Sqlite => self.text.push('?'),
             Dialect::Postgres => {
@@ -312,6 +332,14 @@ fn criterion(sql: &mut Sql, c: &Criterion, alias: &str, rtype: &str) {
             sql.push(&format!(" AND {target}.deleted = 0"));
             criteria(sql, inner, &target, target_type);
             sql.push("))");
+        }
+        Criterion::Policy(list) => {
+            let all = sql.literal(true);
+            sql.push(&format!("({all}"));
+            sql.in_policy += 1;
+            criteria(sql, list, alias, rtype);
+            sql.in_policy -= 1;
+            sql.push(")");
         }
         Criterion::AnyOf(groups) => {
             let (none, all) = (sql.literal(false), sql.literal(true));
@@ -747,6 +775,7 @@ fn narrowed(list: &[Criterion]) -> bool {
     list.iter().any(|c| match c {
         Criterion::AnyOf(_) | Criterion::Missing { .. } => false,
         Criterion::Match { modifier, .. } => *modifier != Modifier::Not,
+        Criterion::Policy(inner) => narrowed(inner),
         _ => true,
     })
 }
@@ -873,5 +902,37 @@ mod tests {
             pg.args[1],
             Arg::Text(serde_json::Value::from(ids).to_string())
         );
+    }
+
+    #[test]
+    fn a_policy_is_written_as_literals_and_the_rest_stays_bound() {
+        let q = query(vec![
+            Criterion::Ids(vec!["asked-for".into()]),
+            Criterion::Policy(vec![Criterion::Ids(vec![
+                "o'brien".into(),
+                "nul\0".into(),
+                "back\\slash".into(),
+            ])]),
+        ]);
+        for dialect in [Dialect::Sqlite, Dialect::Postgres] {
+            let sql = count(dialect, &q);
+            assert!(sql.literals, "{}", sql.text);
+            // A quote is doubled; a value SQL text cannot hold stays a bound argument.
+            assert!(sql.text.contains("r.id IN ('o''brien', "), "{}", sql.text);
+            assert_eq!(
+                sql.args,
+                vec![
+                    Arg::Text("Patient".into()),
+                    Arg::Text("asked-for".into()),
+                    Arg::Text("nul\0".into()),
+                    Arg::Text("back\\slash".into())
+                ]
+            );
+        }
+        let plain = count(
+            Dialect::Postgres,
+            &query(vec![Criterion::Ids(vec!["a".into()])]),
+        );
+        assert!(!plain.literals);
     }
 }

@@ -188,9 +188,43 @@ struct PgConn {
     statements: HashMap<String, Statement>,
     /// Set when the connection's state is unknown (a rollback failed): the pool drops it.
     broken: bool,
+    /// The session's `plan_cache_mode`, when known (a rollback may undo a `SET`).
+    plan_mode: Option<PlanMode>,
+}
+
+/// How PostgreSQL plans the connection's prepared statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PlanMode {
+    /// Planned for their arguments at every execution (`force_custom_plan`).
+    Custom,
+    /// PostgreSQL's own choice (`auto`): after five executions it keeps one generic plan when
+    /// that costs no more than the custom ones.
+    Auto,
 }
 
 impl PgConn {
+    /// Sets how the next search statement is planned. A search carrying a requester's consent
+    /// policy (see [`Criterion::Policy`](crate::store::query::Criterion::Policy)) takes
+    /// milliseconds to plan and a fraction of one to run; its policy values are literals, so
+    /// a plan PostgreSQL keeps for it is made for them (and is made again after an ANALYZE).
+    /// Other searches are planned for their values.
+    fn plan_search(&mut self, reusable: bool) -> Result<(), postgres::Error> {
+        let mode = if reusable {
+            PlanMode::Auto
+        } else {
+            PlanMode::Custom
+        };
+        if self.plan_mode != Some(mode) {
+            self.plan_mode = None;
+            self.client.batch_execute(match mode {
+                PlanMode::Auto => "SET plan_cache_mode = auto",
+                PlanMode::Custom => "SET plan_cache_mode = force_custom_plan",
+            })?;
+            self.plan_mode = Some(mode);
+        }
+        Ok(())
+    }
+
     /// The prepared statement for `sql`, preparing it on first use.
     fn prepare(&mut self, sql: &str) -> Result<Statement, postgres::Error> {
         if let Some(statement) = self.statements.get(sql) {
@@ -268,6 +302,7 @@ impl r2d2::ManageConnection for Manager {
             client,
             statements: HashMap::new(),
             broken: false,
+            plan_mode: Some(PlanMode::Custom),
         })
     }
 
@@ -594,6 +629,8 @@ impl Store for PgStore {
 /// Ends whatever transaction the connection is in; a connection that cannot is dropped by the
 /// pool rather than handed to the next request mid-transaction.
 fn rollback(conn: &mut PgConn) {
+    // A `SET` made in the transaction is undone with it.
+    conn.plan_mode = None;
     if let Err(e) = conn.client.batch_execute("ROLLBACK") {
         tracing::warn!(error = %describe(&e), "rollback failed; discarding the connection");
         conn.broken = true;

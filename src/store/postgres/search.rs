@@ -207,6 +207,7 @@ pub(super) fn search(c: &mut PgConn, q: &Query) -> FhirResult<Page> {
     let backwards = q.cursor.as_ref().is_some_and(|c| c.backwards);
     let sql = sql::page(Dialect::Postgres, q);
     tracing::trace!(sql = %sql.text, args = ?sql.args, "search page");
+    c.plan_search(sql.literals)?;
     let keys = q.sort.len();
     let mut matches = c
         .query_sql(&sql)?
@@ -252,6 +253,7 @@ pub(super) fn search(c: &mut PgConn, q: &Query) -> FhirResult<Page> {
 fn count(c: &mut PgConn, q: &Query) -> FhirResult<u64> {
     let sql = sql::count(Dialect::Postgres, q);
     tracing::trace!(sql = %sql.text, args = ?sql.args, "search count");
+    c.plan_search(sql.literals)?;
     let n: i64 = c.query_sql(&sql)?.first().map_or(Ok(0), |r| r.try_get(0))?;
     Ok(n as u64)
 }
