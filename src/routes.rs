@@ -82,6 +82,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    metrics::gauge!("audit_events_pending").set(state.audit.pending() as f64);
     let text = state
         .metrics
         .as_ref()

@@ -99,6 +99,32 @@ async fn metrics_count_requests_in_prometheus_text() {
         total >= 7.0,
         "request counts add up to {total} after 7 requests:\n{text}"
     );
+
+    // How far the audit writer is behind: a gauge that returns to 0 once the trail is written.
+    let pending = |text: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with("audit_events_pending "))?
+            .rsplit(' ')
+            .next()?
+            .parse()
+            .ok()
+    };
+    assert!(
+        pending(text).is_some(),
+        "no audit_events_pending in:\n{text}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = client.get("/metrics").await.expect_status(200).text;
+        if pending(&text) == Some(0.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the audit writer never caught up:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

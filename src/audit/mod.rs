@@ -8,6 +8,7 @@
 //! unaudited. The chain is in write order: each event carries the hash of the one before.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use chrono::{DateTime, Utc};
@@ -55,6 +56,8 @@ pub struct AuditRecord {
 /// The queue to the audit writer.
 pub struct AuditLog {
     queue: tokio::sync::mpsc::Sender<AuditRecord>,
+    /// Records queued or being written: how far the writer is behind.
+    pending: Arc<AtomicUsize>,
 }
 
 impl AuditLog {
@@ -63,22 +66,36 @@ impl AuditLog {
     pub fn start(store: Arc<dyn Store>, ctx: Arc<Ctx>) -> FhirResult<(AuditLog, JoinHandle<()>)> {
         store.ping()?;
         let (queue, rx) = tokio::sync::mpsc::channel(QUEUE);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let written = pending.clone();
         let handle = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer(rx, store, ctx))
+            .spawn(move || writer(rx, store, ctx, &written))
             .map_err(FhirError::internal)?;
-        Ok((AuditLog { queue }, handle))
+        Ok((AuditLog { queue, pending }, handle))
     }
 
     /// Queue a record (waits while the queue is full).
     pub async fn record(&self, record: AuditRecord) {
+        self.pending.fetch_add(1, Ordering::Relaxed);
         if self.queue.send(record).await.is_err() {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
             tracing::error!("the audit writer has stopped; an audit record is lost");
         }
     }
+
+    /// How many records are queued or being written.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
 }
 
-fn writer(mut rx: tokio::sync::mpsc::Receiver<AuditRecord>, store: Arc<dyn Store>, ctx: Arc<Ctx>) {
+fn writer(
+    mut rx: tokio::sync::mpsc::Receiver<AuditRecord>,
+    store: Arc<dyn Store>,
+    ctx: Arc<Ctx>,
+    pending: &AtomicUsize,
+) {
     let server = Access::server();
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -113,6 +130,7 @@ fn writer(mut rx: tokio::sync::mpsc::Receiver<AuditRecord>, store: Arc<dyn Store
         if let Err(e) = result {
             tracing::error!(error = %e, lost = batch.len(), "audit events could not be written")
         }
+        pending.fetch_sub(batch.len(), Ordering::Relaxed);
     }
 }
 

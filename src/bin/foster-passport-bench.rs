@@ -407,6 +407,12 @@ async fn run_one(
         settings.warmup,
         settings.duration
     );
+    if let Some(waited) = audit_caught_up(&shared.target).await {
+        eprintln!(
+            "[{title}] the audit writer caught up with earlier requests in {:.1} s",
+            waited.as_secs_f64()
+        );
+    }
     for r in workload::run(w, requester, shared.clone(), settings).await? {
         eprintln!(
             "[{title}] {}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
@@ -422,6 +428,36 @@ async fn run_one(
         results.push(r);
     }
     Ok(())
+}
+
+/// Waits until the server's audit writer has written every event of earlier requests (its
+/// `audit_events_pending` gauge reads 0, for at most 10 minutes), so that one workload's backlog
+/// does not slow the next; how long that took. `None` for servers without the gauge.
+async fn audit_caught_up(target: &Target) -> Option<Duration> {
+    let mut url = target.url("");
+    url.set_path("/metrics");
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    loop {
+        let text = client
+            .get(url.clone())
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let pending: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("audit_events_pending "))?
+            .trim()
+            .parse()
+            .ok()?;
+        if pending == 0.0 || started.elapsed() > Duration::from_secs(600) {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Renew `client`'s token for `target` every 200 s (backend tokens live 300 s).
