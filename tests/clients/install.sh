@@ -13,43 +13,38 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 
-python_env() {
-  local dir="$root/target/third-party/py-smart"
+# A venv under target/third-party/ holding a requirements file's pins, checked by a Python
+# snippet; the copied requirements file marks it done.
+#   venv_env NAME REQUIREMENTS WHAT CHECK
+venv_env() {
+  local dir="$root/target/third-party/$1" requirements="$here/$2"
   local marker="$dir/installed-requirements.txt"
-  if [ -f "$marker" ] && cmp -s "$marker" "$here/requirements.txt"; then
+  if [ -f "$marker" ] && cmp -s "$marker" "$requirements"; then
     return 0
   fi
-  echo "installing the SMART Python client into $dir" >&2
+  echo "installing $3 into $dir" >&2
   rm -f "$marker"
   if [ ! -x "$dir/bin/python" ]; then
     python3 -m venv "$dir"
   fi
-  "$dir/bin/python" -m pip install --disable-pip-version-check --no-input -q -r "$here/requirements.txt"
-  "$dir/bin/python" -c '
+  "$dir/bin/python" -m pip install --disable-pip-version-check --no-input -q -r "$requirements"
+  "$dir/bin/python" -c "$4"
+  cp "$requirements" "$marker"
+}
+
+python_env() {
+  venv_env py-smart requirements.txt "the SMART Python client" '
 import cryptography, jwt, requests
 from fhirclient import client
 assert client.__version__ == "4.4.0", client.__version__
 '
-  cp "$here/requirements.txt" "$marker"
 }
 
 r4_env() {
-  local dir="$root/target/third-party/py-r4"
-  local marker="$dir/installed-requirements.txt"
-  if [ -f "$marker" ] && cmp -s "$marker" "$here/requirements-r4.txt"; then
-    return 0
-  fi
-  echo "installing fhir.resources into $dir" >&2
-  rm -f "$marker"
-  if [ ! -x "$dir/bin/python" ]; then
-    python3 -m venv "$dir"
-  fi
-  "$dir/bin/python" -m pip install --disable-pip-version-check --no-input -q -r "$here/requirements-r4.txt"
-  "$dir/bin/python" -c '
+  venv_env py-r4 requirements-r4.txt "fhir.resources" '
 from fhir.resources import __fhir_version__
 assert __fhir_version__ == "4.0.1", __fhir_version__
 '
-  cp "$here/requirements-r4.txt" "$marker"
 }
 
 js_env() {

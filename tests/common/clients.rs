@@ -60,26 +60,24 @@ fn install(what: &str, done: impl Fn() -> bool) {
 /// The Python of the venv `target/third-party/py-smart` holding `fhirclient==4.4.0`, PyJWT,
 /// cryptography and requests at the versions pinned in `tests/clients/requirements.txt`.
 pub fn py_smart() -> PathBuf {
-    let dir = manifest_dir().join("target/third-party/py-smart");
-    let python = dir.join("bin/python");
-    let marker = dir.join("installed-requirements.txt");
-    let wanted = std::fs::read(scripts_dir().join("requirements.txt"))
-        .expect("read tests/clients/requirements.txt");
-    install("python", || {
-        python.is_file() && std::fs::read(&marker).is_ok_and(|m| m == wanted)
-    });
-    python
+    venv_python("py-smart", "requirements.txt", "python")
 }
 
 /// The Python of the venv `target/third-party/py-r4` holding `fhir.resources==6.4.0` (FHIR
 /// 4.0.1) at the versions pinned in `tests/clients/requirements-r4.txt`.
 pub fn py_r4() -> PathBuf {
-    let dir = manifest_dir().join("target/third-party/py-r4");
+    venv_python("py-r4", "requirements-r4.txt", "r4")
+}
+
+/// The Python of venv `target/third-party/{venv}`, installed by `install.sh {what}` unless
+/// its marker already holds `tests/clients/{requirements}`.
+fn venv_python(venv: &str, requirements: &str, what: &str) -> PathBuf {
+    let dir = manifest_dir().join("target/third-party").join(venv);
     let python = dir.join("bin/python");
     let marker = dir.join("installed-requirements.txt");
-    let wanted = std::fs::read(scripts_dir().join("requirements-r4.txt"))
-        .expect("read tests/clients/requirements-r4.txt");
-    install("r4", || {
+    let wanted = std::fs::read(scripts_dir().join(requirements))
+        .unwrap_or_else(|e| panic!("read tests/clients/{requirements}: {e}"));
+    install(what, || {
         python.is_file() && std::fs::read(&marker).is_ok_and(|m| m == wanted)
     });
     python
