@@ -161,19 +161,7 @@ pub trait Reader {
     /// A number that grows whenever any resource of these types is written (the newest history
     /// sequence among them; 0 when none): caches of derived data compare it to stay fresh,
     /// also across processes sharing the database.
-    fn last_change(&mut self, rtypes: &[&str]) -> FhirResult<i64> {
-        let mut newest = 0;
-        for rtype in rtypes {
-            let page = self.history(&HistoryQuery {
-                scope: HistoryScope::Type(rtype.to_string()),
-                since: None,
-                before_seq: None,
-                count: 1,
-            })?;
-            newest = newest.max(page.entries.first().map_or(0, |(seq, _)| *seq));
-        }
-        Ok(newest)
-    }
+    fn last_change(&mut self, rtypes: &[&str]) -> FhirResult<i64>;
     /// The body of the most recently written version of any resource of `rtype` (`None` when
     /// there is none, or it was a deletion): the audit chain's head.
     fn newest_body(&mut self, rtype: &str) -> FhirResult<Option<String>>;
